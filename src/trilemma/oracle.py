@@ -78,7 +78,9 @@ class GaussianMixture:
     ) -> tuple[Tensor, Tensor]:
         """Draw ``n`` exact samples; returns ``(x, component labels)``."""
         gen_dev = generator.device if generator is not None else "cpu"
-        labels = torch.multinomial(self.weights.to(gen_dev), n, replacement=True, generator=generator)
+        labels = torch.multinomial(
+            self.weights.to(gen_dev), n, replacement=True, generator=generator
+        )
         z = torch.randn(n, self.dim, generator=generator, device=gen_dev, dtype=_F64)
         labels = labels.cpu()
         x = self.means[labels] + self.stds[labels] * z.cpu()
@@ -102,7 +104,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ diffused marginals
     def _components(self, process: LinearProcess, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-component means ``(T, K, d, k)`` and precisions ``(T, K, d, k, k)`` at times ``t``."""
+        """Per-component means ``(T, K, d, k)`` and covariances ``(T, K, d, k, k)`` at ``t``."""
         psi = process.mean_coef(t).cpu()  # (T, k, k)
         base = process.marginal_cov(t).cpu()  # (T, k, k): kernel from a fixed x0 (+ init cov)
         col = psi[..., :, 0]  # (T, k): how x0 enters the state
@@ -120,7 +122,9 @@ class GaussianMixture:
         if t.dim() == 0:
             t = t.expand(u64.shape[0])
         if t.shape != (u64.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape ({u64.shape[0]},), got {tuple(t.shape)}")
+            raise ValueError(
+                f"t must be a scalar or have shape ({u64.shape[0]},), got {tuple(t.shape)}"
+            )
         uniq, inv = torch.unique(t, return_inverse=True)
         mean, cov = self._components(process, uniq)
         prec = torch.linalg.inv(cov)

@@ -84,7 +84,9 @@ def check_grid(grid: Tensor, process: LinearProcess, min_steps: int = 1) -> Tens
 def check_state(u: Tensor, process: LinearProcess) -> None:
     """The initial state must be batched and, for CLD, carry (x, v) on the channel axis."""
     if u.dim() < 2:
-        raise ValueError(f"initial state must have a batch axis and a data axis, got shape {tuple(u.shape)}")
+        raise ValueError(
+            f"initial state must have a batch axis and a data axis, got shape {tuple(u.shape)}"
+        )
     if u.shape[1] % process.k:
         raise ValueError(
             f"initial state has {u.shape[1]} channels; a {process.name} state stacks "
