@@ -12,18 +12,27 @@ from scipy import stats
 from trilemma.oracle import GaussianMixture, get_mixture, grid25, imbalanced2d, two_mode_1d
 from trilemma.processes import CLD, VE, VP, GeometricVP, SubVP, VPCosine
 
-PROCESSES = [VP(), VPCosine(), SubVP(), GeometricVP(), VE(sigma_max=5.0), CLD(),
-             CLD(beta_min=1.0, beta_max=7.0)]
+PROCESSES = [
+    VP(),
+    VPCosine(),
+    SubVP(),
+    GeometricVP(),
+    VE(sigma_max=5.0),
+    CLD(),
+    CLD(beta_min=1.0, beta_max=7.0),
+]
 IDS = ["vp", "vp_cosine", "subvp", "geometric_vp", "ve", "cld", "cld_linear_beta"]
 
 
 def test_log_prob_matches_scipy():
     mix = imbalanced2d()
     x, _ = mix.sample(50, torch.Generator().manual_seed(0), dtype=torch.float64)
-    ref = np.log(sum(
-        float(w) * stats.multivariate_normal(m.numpy(), np.diag(s.numpy() ** 2)).pdf(x.numpy())
-        for w, m, s in zip(mix.weights, mix.means, mix.stds, strict=True)
-    ))
+    ref = np.log(
+        sum(
+            float(w) * stats.multivariate_normal(m.numpy(), np.diag(s.numpy() ** 2)).pdf(x.numpy())
+            for w, m, s in zip(mix.weights, mix.means, mix.stds, strict=True)
+        )
+    )
     np.testing.assert_allclose(mix.log_prob(x).numpy(), ref, rtol=1e-10)
 
 
@@ -49,12 +58,15 @@ def test_score_is_gradient_of_log_density(process, t):
     h = 1e-5
     e = torch.zeros_like(u)
     e[:, -1] = h
-    fd = (mix.marginal_log_prob(process, u.detach() + e, tt)
-          - mix.marginal_log_prob(process, u.detach() - e, tt)) / (2 * h)
+    fd = (
+        mix.marginal_log_prob(process, u.detach() + e, tt)
+        - mix.marginal_log_prob(process, u.detach() - e, tt)
+    ) / (2 * h)
     torch.testing.assert_close(full[:, -1], fd, rtol=1e-5, atol=1e-4)
     # the default is the noise-block score
-    torch.testing.assert_close(mix.marginal_score(process, u.detach(), tt),
-                               process.noise_part(full))
+    torch.testing.assert_close(
+        mix.marginal_score(process, u.detach(), tt), process.noise_part(full)
+    )
 
 
 @pytest.mark.parametrize("process", PROCESSES[:5], ids=IDS[:5])
@@ -115,8 +127,10 @@ def test_marginal_samples_follow_the_marginal_density():
     scale = np.sqrt(a**2 * sd**2 + s**2)
 
     def cdf(x):
-        return sum(wi * stats.norm(a * mi, si).cdf(x) for wi, mi, si in zip(w, a * 0 + m, scale,
-                                                                              strict=True))
+        return sum(
+            wi * stats.norm(a * mi, si).cdf(x)
+            for wi, mi, si in zip(w, a * 0 + m, scale, strict=True)
+        )
 
     assert stats.kstest(u[:, 0].numpy(), cdf).pvalue > 1e-3
 

@@ -1,0 +1,128 @@
+"""A score-based model in data space: process + network + parametrisation + objective.
+
+This is what a user trains and samples: ``loss(batch)`` for the trainer, ``score_fn()`` and
+``sample(n, sampler, nfe)`` for generation, with any sampler of :mod:`trilemma.samplers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
+from ..objectives.dsm import likelihood_importance
+from ..parametrization import Parametrization
+from ..processes.base import LinearProcess, ScoreFn
+from ..processes.cld import CLD
+
+OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
+
+
+class ScoreModel(nn.Module):
+    """A diffusion model in data space.
+
+    Args:
+        process: the forward SDE.
+        net: any network ``net(u, t[, labels])``; for CLD it sees ``(x, v)`` (2C channels) and
+            outputs C channels.
+        data_shape: shape of one data sample (without batch), e.g. ``(2,)`` or ``(1, 8, 8)``.
+        prediction: ``eps``/``x0``/``v``/``score``; ``mixed``/``score`` for CLD.
+        objective: ``dsm`` (VP/sub-VP/VE), ``hsm`` or ``cld_dsm`` (CLD).
+        weighting: see :mod:`trilemma.objectives`.
+    """
+
+    def __init__(
+        self,
+        process: LinearProcess,
+        net: nn.Module,
+        data_shape: tuple[int, ...],
+        prediction: str | None = None,
+        objective: str | None = None,
+        weighting: str | None = None,
+        sigma_data: float = 0.5,
+    ) -> None:
+        super().__init__()
+        is_cld = isinstance(process, CLD)
+        objective = objective or ("hsm" if is_cld else "dsm")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if is_cld != (objective != "dsm"):
+            fits = "hsm, cld_dsm" if is_cld else "dsm"
+            raise ValueError(
+                f"objective {objective!r} does not fit process {process.name!r}; use {fits}"
+            )
+        weighting = weighting or OBJECTIVES[objective][0]
+        if weighting not in OBJECTIVES[objective]:
+            raise ValueError(
+                f"weighting {weighting!r} does not fit objective {objective!r}; "
+                f"valid: {', '.join(OBJECTIVES[objective])}"
+            )
+        self.process = process
+        self.model = Parametrization(net, process, prediction, sigma_data)
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.objective = objective
+        self.weighting = weighting
+        self._importance = likelihood_importance(process) if weighting == "likelihood_is" else None
+
+    def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The noise-block score at states ``u``, times ``t``."""
+        return self.model(u, t, labels)
+
+    def loss(self, batch: Tensor | tuple, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample training loss of a data batch (a tensor, or ``(x, labels)``)."""
+        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if tuple(x0.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"batch has sample shape {tuple(x0.shape[1:])}, the model expects {self.data_shape}"
+            )
+        kw: dict[str, Any] = {"weighting": self.weighting, "generator": generator}
+        if self.objective == "dsm":
+            return dsm_loss(self.model, self.process, x0, importance=self._importance, **kw)
+        if self.objective == "hsm":
+            return hsm_loss(self.model, self.process, x0, **kw)
+        return cld_dsm_loss(self.model, self.process, x0, **kw)
+
+    def score_fn(self, labels: Tensor | None = None) -> ScoreFn:
+        """A no-grad score function for the samplers."""
+
+        def fn(u: Tensor, t: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.model(u, t, labels)
+
+        return fn
+
+    def state_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of ``n`` data samples (the sampler lifts it to a state)."""
+        return (n, *self.data_shape)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        sampler: str = "em",
+        nfe: int = 100,
+        generator: torch.Generator | None = None,
+        **opts: Any,
+    ):
+        """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult)."""
+        from ..samplers import sample as run_sampler
+
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            return run_sampler(
+                sampler,
+                self.score_fn(),
+                self.process,
+                self.state_shape(n),
+                nfe,
+                generator=generator,
+                device=param.device,
+                dtype=param.dtype,
+                **opts,
+            )
+        finally:
+            self.train(was_training)
