@@ -1,0 +1,50 @@
+"""Training: the trainer loop, EMA, safetensors checkpoints and distributed helpers."""
+
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+from .distributed import (
+    DistInfo,
+    LossAdapter,
+    cleanup_distributed,
+    dist_info,
+    init_distributed,
+    is_main_process,
+    rank_seed,
+    shard_batches,
+    wrap_model,
+)
+from .ema import EMA
+from .trainer import TrainConfig, Trainer, TrainingDivergedError, lr_factor
+
+__all__ = [
+    "EMA",
+    "CheckpointError",
+    "DistInfo",
+    "LossAdapter",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDivergedError",
+    "checkpoint_dir",
+    "cleanup_distributed",
+    "dist_info",
+    "init_distributed",
+    "is_main_process",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_weights",
+    "lr_factor",
+    "rank_seed",
+    "save_checkpoint",
+    "save_weights",
+    "shard_batches",
+    "wrap_model",
+]

@@ -1,0 +1,521 @@
+"""Checkpoints as safetensors + JSON folders, written atomically; no pickle anywhere.
+
+Layout of one checkpoint, ``out_dir/checkpoints/step_000123/``:
+
+- ``model.safetensors``: the model's ``state_dict()``;
+- ``ema.safetensors``: the EMA shadow (same keys: loads into a fresh model), update count in
+  its metadata;
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state dict, its tensors in the
+  first (keyed by path, e.g. ``state.0.exp_avg``) and everything else in the second, with
+  ``{"__tensor__": key}`` placeholders (tuples and non-string dict keys are tagged, so the
+  structure comes back exactly);
+- ``rng.safetensors``: generator states (``torch.Generator.get_state()`` uint8 tensors);
+- ``state.json``: step, scheduler state, the same RNG states as lists of ints, versions and
+  whatever the trainer adds (resolved config, bad-step counters, data position).
+
+A checkpoint is written into a hidden temporary folder, every file fsynced, then renamed into
+place, so a crash never leaves a half-written ``step_*`` folder; :func:`latest_checkpoint`
+ignores hidden folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+_TENSOR_TAG = "__tensor__"
+_TUPLE_TAG = "__tuple__"
+_ITEMS_TAG = "__items__"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be used (corrupt file, wrong keys or shapes)."""
+
+
+def _version() -> str:
+    """The installed trilemma version (no import cycle: read lazily)."""
+    from .. import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------------
+# nested state <-> (JSON, tensors)
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, Tensor]]:
+    """Split a nested state (dicts, lists, tuples, scalars, tensors) into JSON and tensors.
+
+    Tensors are replaced by ``{"__tensor__": key}`` with ``key`` the dotted path; tuples by
+    ``{"__tuple__": [...]}``; dicts with non-string keys by ``{"__items__": [[k, v], ...]}``.
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def enc(x: Any, path: str) -> Any:
+        if isinstance(x, Tensor):
+            key = path or "tensor"
+            if key in tensors:
+                raise ValueError(f"duplicate tensor key {key!r} while flattening state")
+            tensors[key] = x
+            return {_TENSOR_TAG: key}
+        if isinstance(x, Mapping):
+            if all(isinstance(k, str) for k in x):
+                bad = [k for k in x if k in (_TENSOR_TAG, _TUPLE_TAG, _ITEMS_TAG)]
+                if bad:
+                    raise ValueError(f"state at {path!r} uses the reserved key {bad[0]!r}")
+                return {k: enc(v, f"{path}.{k}" if path else k) for k, v in x.items()}
+            return {
+                _ITEMS_TAG: [
+                    [enc(k, f"{path}.key{i}"), enc(v, f"{path}.{k}" if path else str(k))]
+                    for i, (k, v) in enumerate(x.items())
+                ]
+            }
+        if isinstance(x, tuple):
+            return {
+                _TUPLE_TAG: [enc(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(x)]
+            }
+        if isinstance(x, list):
+            return [enc(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(x)]
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(
+            f"cannot store {type(x).__name__} at {path or '<root>'!r} in a checkpoint "
+            "(only tensors, numbers, strings, None, lists, tuples and dicts)"
+        )
+
+    return enc(obj, prefix), tensors
+
+
+def unflatten_state(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _TENSOR_TAG in obj:
+            key = obj[_TENSOR_TAG]
+            if key not in tensors:
+                raise CheckpointError(f"tensor {key!r} referenced by the JSON is missing")
+            return tensors[key]
+        if len(obj) == 1 and _TUPLE_TAG in obj:
+            return tuple(unflatten_state(v, tensors) for v in obj[_TUPLE_TAG])
+        if len(obj) == 1 and _ITEMS_TAG in obj:
+            return {
+                unflatten_state(k, tensors): unflatten_state(v, tensors) for k, v in obj[_ITEMS_TAG]
+            }
+        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# low-level file I/O
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or directory (directories: best effort; not all platforms allow it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _cpu_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Detached contiguous CPU copies; storage shared between entries is split (safetensors)."""
+    out: dict[str, Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for k, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"value for {k!r} must be a tensor, got {type(t).__name__}")
+        c = t.detach().to("cpu").contiguous()
+        key = (c.untyped_storage().data_ptr(), c.untyped_storage().nbytes())
+        if c.numel() and key in seen:
+            c = c.clone()
+        elif c.numel():
+            seen.add(key)
+        out[k] = c
+    return out
+
+
+def _write_safetensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write one safetensors file (metadata str -> str)."""
+    save_file(_cpu_tensors(tensors), str(path), metadata=metadata)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write pretty JSON (NaN/inf allowed, as Python's json writes them)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a safetensors file onto the CPU; clear errors for missing or corrupt files."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} is missing")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises SafetensorError and others for bad files
+        raise CheckpointError(
+            f"cannot read {str(path)!r}: corrupt or truncated safetensors file ({e})"
+        ) from e
+    return tensors, meta
+
+
+def _read_json(path: Path) -> Any:
+    """Read a JSON file with clear errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} is missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"cannot read {str(path)!r}: corrupt JSON ({e})") from e
+
+
+def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder through a hidden temporary sibling, fsync it, rename it into place."""
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{final.name}_", dir=parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            _fsync_path(f)
+        _fsync_path(tmp)
+        if final.exists():  # overwriting the same step: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".old_{final.name}_", dir=parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_path(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
+    """``out_dir/checkpoints/step_{step:06d}``."""
+    return Path(out_dir) / CHECKPOINT_DIR / f"step_{int(step):06d}"
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``out_dir/checkpoints``, oldest step first."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / "state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest step under ``out_dir/checkpoints``, or None."""
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def clean_temporary(out_dir: str | os.PathLike) -> None:
+    """Remove leftovers of interrupted writes (hidden ``.tmp_*`` / ``.old_*`` folders)."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and (p.name.startswith(".tmp_") or p.name.startswith(".old_")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _json_ready(obj: Any, what: str) -> Any:
+    """Check that ``obj`` is plain JSON (no tensors); name ``what`` on failure."""
+    enc, tensors = flatten_state(obj)
+    if tensors:
+        raise TypeError(f"{what} holds tensors ({', '.join(list(tensors)[:3])}); not storable")
+    return enc
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    step: int,
+    model: nn.Module,
+    ema: Any | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    state: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Tensor] | None = None,
+    keep_last: int = 0,
+) -> Path:
+    """Write ``out_dir/checkpoints/step_{step}`` atomically; keep the newest ``keep_last``.
+
+    ``ema`` is an :class:`~trilemma.train.ema.EMA`; ``state`` extra JSON for ``state.json``;
+    ``rng`` generator states (uint8 tensors) stored in ``rng.safetensors`` and, as lists of
+    ints, in ``state.json``. ``keep_last = 0`` keeps every checkpoint.
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if not isinstance(keep_last, int) or keep_last < 0:
+        raise ValueError(f"keep_last must be an int >= 0 (0 keeps all), got {keep_last!r}")
+    version = _version()
+    meta = {"format": "pt", "trilemma_version": version, "step": str(step)}
+    rng = dict(rng or {})
+    for k, v in rng.items():
+        if not isinstance(v, Tensor) or v.dtype != torch.uint8:
+            raise TypeError(f"rng[{k!r}] must be a uint8 tensor (Generator.get_state())")
+    info: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "trilemma_version": version,
+        "torch_version": torch.__version__,
+        "files": ["model.safetensors", "state.json"],
+    }
+    opt_json = opt_tensors = None
+    if optimizer is not None:
+        opt_json, opt_tensors = flatten_state(optimizer.state_dict())
+        info["files"] += ["optimizer.safetensors", "optimizer.json"]
+    if ema is not None:
+        info["files"].append("ema.safetensors")
+        info["ema"] = {"num_updates": ema.num_updates, "decay": ema.decay, "warmup": ema.warmup}
+    if scheduler is not None:
+        info["scheduler"] = _json_ready(scheduler.state_dict(), "scheduler.state_dict()")
+    if rng:
+        info["files"].append("rng.safetensors")
+        info["rng"] = {k: v.flatten().tolist() for k, v in rng.items()}
+    for k, v in (state or {}).items():
+        if k in info:
+            raise ValueError(f"state key {k!r} is reserved by the checkpoint format")
+        info[k] = _json_ready(v, f"state[{k!r}]")
+
+    def write(tmp: Path) -> None:
+        _write_safetensors(tmp / "model.safetensors", model.state_dict(), meta)
+        if ema is not None:
+            ema_meta = {**meta, "num_updates": str(ema.num_updates), "decay": repr(ema.decay)}
+            _write_safetensors(tmp / "ema.safetensors", ema.state_dict(), ema_meta)
+        if optimizer is not None:
+            _write_safetensors(tmp / "optimizer.safetensors", opt_tensors, meta)
+            _write_json(tmp / "optimizer.json", opt_json)
+        if rng:
+            _write_safetensors(tmp / "rng.safetensors", rng, meta)
+        _write_json(tmp / "state.json", info)  # last: its presence marks completeness
+
+    final = _atomic_dir(checkpoint_dir(out_dir, step), write)
+    if keep_last:
+        for old in list_checkpoints(out_dir)[:-keep_last]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _check_state_dict(
+    loaded: Mapping[str, Tensor], expected: Mapping[str, Tensor], file: Path, what: str
+) -> None:
+    """Same keys and shapes, else a CheckpointError naming the file, keys and shapes."""
+    missing = [k for k in expected if k not in loaded]
+    unexpected = [k for k in loaded if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{str(file)!r} does not fit the {what}: "
+            f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for k, t in expected.items():
+        if tuple(loaded[k].shape) != tuple(t.shape):
+            raise CheckpointError(
+                f"{str(file)!r}: shape mismatch for {what} parameter {k!r}: checkpoint has "
+                f"{tuple(loaded[k].shape)}, the {what} has {tuple(t.shape)}"
+            )
+
+
+def _resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A step folder, or a run folder (-> its latest checkpoint); clear errors otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint directory {str(p)!r} does not exist")
+    if not p.is_dir():
+        raise NotADirectoryError(f"checkpoint path {str(p)!r} is not a directory")
+    if (p / "state.json").is_file() or (p / "model.safetensors").is_file():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is not None:
+        return latest
+    raise FileNotFoundError(
+        f"{str(p)!r} is neither a checkpoint folder (no state.json) nor a run folder with "
+        f"checkpoints under {CHECKPOINT_DIR}/"
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    ema: Any | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint into ``model`` (and the optional EMA, optimizer, scheduler).
+
+    ``path`` is a ``step_*`` folder or a run folder (its latest checkpoint is used). Returns
+    the parsed ``state.json`` plus ``"path"`` and ``"rng_tensors"`` (the generator states as
+    uint8 tensors). Raises FileNotFoundError for a missing folder or file, CheckpointError for
+    a corrupt file, missing/unexpected keys or a shape mismatch (naming file, key, shapes).
+    Nothing is modified unless every file has been read and checked.
+    """
+    ckpt = _resolve_checkpoint(path)
+    info = unflatten_state(_read_json(ckpt / "state.json"), {})
+    if not isinstance(info, dict) or "step" not in info:
+        raise CheckpointError(f"{str(ckpt / 'state.json')!r} lacks the 'step' entry")
+
+    model_file = ckpt / "model.safetensors"
+    model_sd, _ = _read_safetensors(model_file)
+    _check_state_dict(model_sd, model.state_dict(), model_file, "model")
+
+    ema_sd = ema_meta = None
+    if ema is not None:
+        ema_file = ckpt / "ema.safetensors"
+        ema_sd, ema_meta = _read_safetensors(ema_file)
+        _check_state_dict(ema_sd, ema.state_dict(), ema_file, "EMA")
+
+    opt_sd = None
+    if optimizer is not None:
+        opt_file = ckpt / "optimizer.safetensors"
+        tensors, _ = _read_safetensors(opt_file)
+        opt_sd = unflatten_state(_read_json(ckpt / "optimizer.json"), tensors)
+        _check_optimizer(opt_sd, optimizer, model, opt_file)
+
+    rng_tensors: dict[str, Tensor] = {}
+    if (ckpt / "rng.safetensors").is_file() or "rng.safetensors" in info.get("files", []):
+        rng_tensors, _ = _read_safetensors(ckpt / "rng.safetensors")
+
+    if scheduler is not None and "scheduler" not in info:
+        raise CheckpointError(f"{str(ckpt / 'state.json')!r} holds no scheduler state")
+
+    # everything read and checked: now modify
+    model.load_state_dict(model_sd, strict=True)
+    if ema is not None:
+        num = (ema_meta or {}).get("num_updates", info.get("ema", {}).get("num_updates"))
+        ema.load_state_dict(ema_sd, num_updates=None if num is None else int(num))
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(opt_sd)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{str(ckpt / 'optimizer.safetensors')!r} does not fit the optimizer: {e}"
+            ) from e
+    if scheduler is not None:
+        scheduler.load_state_dict(info["scheduler"])
+    info["path"] = str(ckpt)
+    info["rng_tensors"] = rng_tensors
+    return info
+
+
+def _check_optimizer(
+    sd: Any, optimizer: torch.optim.Optimizer, model: nn.Module, file: Path
+) -> None:
+    """Group/parameter counts and per-parameter state shapes, naming the parameter."""
+    if not isinstance(sd, dict) or "state" not in sd or "param_groups" not in sd:
+        raise CheckpointError(f"{str(file)!r}: not an optimizer state (no state/param_groups)")
+    groups = optimizer.param_groups
+    if len(sd["param_groups"]) != len(groups):
+        raise CheckpointError(
+            f"{str(file)!r}: checkpoint has {len(sd['param_groups'])} parameter groups, the "
+            f"optimizer has {len(groups)}"
+        )
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = []
+    for i, (g_saved, g) in enumerate(zip(sd["param_groups"], groups, strict=True)):
+        if len(g_saved["params"]) != len(g["params"]):
+            raise CheckpointError(
+                f"{str(file)!r}: parameter group {i} has {len(g_saved['params'])} parameters in "
+                f"the checkpoint, {len(g['params'])} in the optimizer"
+            )
+        params += list(zip(g_saved["params"], g["params"], strict=True))
+    for saved_id, p in params:
+        st = sd["state"].get(saved_id, {})
+        for key, t in st.items():
+            if isinstance(t, Tensor) and t.dim() > 0 and tuple(t.shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"{str(file)!r}: shape mismatch for optimizer state {key!r} of parameter "
+                    f"{names.get(id(p), '?')!r}: checkpoint has {tuple(t.shape)}, the parameter "
+                    f"has {tuple(p.shape)}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# single-file weights
+
+
+def save_weights(
+    path: str | os.PathLike,
+    module: nn.Module | Mapping[str, Tensor],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export weights to one safetensors file with JSON metadata (written atomically).
+
+    ``metadata`` (any JSON-serialisable dict) is stored JSON-encoded under the key
+    ``"trilemma"`` (safetensors metadata is str -> str); :func:`load_weights` decodes it.
+    """
+    path = Path(path)
+    sd = module.state_dict() if isinstance(module, nn.Module) else dict(module)
+    try:
+        meta_json = json.dumps(dict(metadata or {}), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
+    meta = {"format": "pt", "trilemma_version": _version(), "trilemma": meta_json}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp_{path.name}_", dir=path.parent)
+    os.close(fd)
+    try:
+        _write_safetensors(Path(tmp), sd, meta)
+        _fsync_path(Path(tmp))
+        os.replace(tmp, path)
+        _fsync_path(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_weights(
+    path: str | os.PathLike, module: nn.Module | None = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a :func:`save_weights` file: ``(tensors, metadata)``; load into ``module`` if given.
+
+    Loading into a module checks keys and shapes first (CheckpointError naming them).
+    """
+    path = Path(path)
+    tensors, meta = _read_safetensors(path)
+    raw = meta.get("trilemma", "{}")
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(path)!r}: metadata is not valid JSON ({e})") from e
+    if module is not None:
+        _check_state_dict(tensors, module.state_dict(), path, "module")
+        module.load_state_dict(tensors, strict=True)
+    return tensors, metadata

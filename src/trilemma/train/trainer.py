@@ -1,0 +1,756 @@
+"""The training loop: AdamW, LR warm-up then constant/cosine, clipping, EMA, accumulation,
+non-finite step skipping, CSV log, periodic samples, atomic checkpoints and exact resume.
+
+What is trained is any ``nn.Module`` with ``loss(batch, generator=None) -> Tensor`` returning
+per-sample losses of shape ``(B,)``. The batch is passed to ``loss`` exactly as the data yields
+it, moved to the device: a tensor, or a tuple ``(x, labels)`` (the model decides whether it
+uses the labels; :class:`trilemma.methods.ScoreModel` takes ``batch[0]``).
+
+Data and determinism:
+
+- ``data`` a **tensor**, a **tuple of tensors** (e.g. ``(x, y)``, same first dimension), a
+  ``TensorDataset`` or any map-style ``Dataset``: the trainer makes the batches itself
+  (``config.batch_size`` globally, shuffled per epoch from ``(seed, epoch)`` as
+  ``DistributedSampler`` does, incomplete batches dropped). The data position is a pure
+  function of the number of micro-batches consumed, so resuming is exact and needs no
+  replay; under DDP each rank takes its ``B / world`` share of the same global batch.
+- ``data`` any other **re-iterable** (a ``DataLoader``, a list of batches): iterated as it
+  is, one pass per epoch (``set_epoch`` is called on a ``DistributedSampler``); on resume the
+  consumed batches are replayed and dropped, exact only if the iterable repeats itself (e.g.
+  a DataLoader with a seeded ``generator=`` built afresh). ``config.batch_size`` is unused.
+- The loss noise comes from a ``torch.Generator`` seeded by ``(seed, rank)`` and saved in
+  every checkpoint, together with the global torch RNG state (dropout) of every rank. Python's
+  ``random`` and numpy's global RNG are not used by the trainer and are not saved.
+
+So on CPU, ``N`` steps + crash + ``N`` resumed steps give bit-identical weights to ``2 N``
+straight steps (tests/test_trainer.py checks it).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    TensorDataset,
+)
+from tqdm.auto import tqdm
+
+from .checkpoint import clean_temporary, latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import (
+    all_gather_tensor,
+    all_reduce_mean,
+    barrier,
+    dist_info,
+    rank_seed,
+    shard_batches,
+    wrap_model,
+)
+from .ema import EMA
+
+logger = logging.getLogger("trilemma.train")
+
+SampleFn = Callable[[nn.Module, int, Path], Any]
+
+# fields that may change between a run and its resumption without a warning
+_RUNTIME_FIELDS = frozenset(
+    {
+        "steps",
+        "log_every",
+        "ckpt_every",
+        "keep_last",
+        "sample_every",
+        "max_bad_steps",
+        "num_workers",
+    }
+)
+_BF16_CPU_WARNED = False
+
+
+def _check_int(name: str, v: Any, lo: int) -> None:
+    """Raise naming ``TrainConfig.<name>`` unless ``v`` is an int >= lo."""
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"TrainConfig.{name} must be an int >= {lo}, got {v!r}")
+
+
+def _check_float(
+    name: str, v: Any, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False
+) -> None:
+    """Raise naming ``TrainConfig.<name>`` unless ``v`` is a finite number in the range."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ValueError(
+            f"TrainConfig.{name} must be a finite number in {lb}{lo}, {hi}{rb}, got {v!r}"
+        )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings of a training run (validated on creation).
+
+    ``batch_size`` is the global micro-batch (split over DDP ranks); an optimizer step sees
+    ``batch_size * grad_accum`` samples. ``grad_clip = None`` disables clipping (the norm is
+    still logged). ``ckpt_every = 0`` / ``sample_every = 0`` checkpoint only at the end / never
+    sample; ``keep_last = 0`` keeps every checkpoint. ``bf16`` autocasts the loss on CUDA only.
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    grad_accum: int = 1
+    bf16: bool = False
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    sample_every: int = 0
+    max_bad_steps: int = 10
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; the error names the field and what was expected."""
+        _check_int("steps", self.steps, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_float("lr", self.lr, 0.0, lo_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0)
+        if (
+            not isinstance(self.betas, tuple)
+            or len(self.betas) != 2
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                for b in self.betas
+            )
+        ):
+            raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {self.betas!r}")
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        if self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps must be < steps = {self.steps}, got {self.warmup_steps}"
+            )
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
+            )
+        _check_float("min_lr", self.min_lr, 0.0, self.lr)
+        if self.grad_clip is not None:
+            _check_float("grad_clip", self.grad_clip, 0.0, lo_open=True)
+        _check_float("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        if not isinstance(self.ema_warmup, bool):
+            raise ValueError(f"TrainConfig.ema_warmup must be a bool, got {self.ema_warmup!r}")
+        _check_int("grad_accum", self.grad_accum, 1)
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"TrainConfig.bf16 must be a bool, got {self.bf16!r}")
+        _check_int("log_every", self.log_every, 1)
+        _check_int("ckpt_every", self.ckpt_every, 0)
+        _check_int("keep_last", self.keep_last, 0)
+        _check_int("sample_every", self.sample_every, 0)
+        _check_int("max_bad_steps", self.max_bad_steps, 1)
+        _check_int("seed", self.seed, 0)
+        _check_int("num_workers", self.num_workers, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of the fields."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dict (e.g. YAML); unknown keys are an error naming them."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {', '.join(names)}")
+        return cls(**dict(d))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """LR multiplier at optimizer step ``step`` (0-based): linear warm-up, then constant/cosine.
+
+    Warm-up: ``(step + 1) / warmup_steps``; cosine decays from 1 to ``min_lr / lr`` at the last
+    step ``steps - 1``.
+    """
+    w = config.warmup_steps
+    if step < w:
+        return (step + 1) / w
+    if config.schedule == "constant":
+        return 1.0
+    span = max(1, config.steps - 1 - w)
+    progress = min(1.0, (step - w) / span)
+    floor = config.min_lr / config.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised after ``max_bad_steps`` consecutive non-finite steps."""
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (tensor, tuple, list or dict) to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple):
+        return tuple(_to_device(b, device) for b in batch)
+    if isinstance(batch, list):
+        return [_to_device(b, device) for b in batch]
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_len(batch: Any) -> int | None:
+    """Number of samples in a batch: the first dimension of its first tensor."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        for b in batch:
+            n = _batch_len(b)
+            if n is not None:
+                return n
+    return None
+
+
+class _Batches:
+    """Endless stream of micro-batches that can start at any micro-batch position."""
+
+    def __init__(
+        self, data: Any, batch_size: int, rank: int, world: int, seed: int, num_workers: int
+    ) -> None:
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.num_workers = num_workers
+        self.tensors: tuple[Tensor, ...] | None = None
+        self.single = False
+        self.dataset: Dataset | None = None
+        self.iterable: Iterable | None = None
+        if isinstance(data, Tensor):
+            self.tensors, self.single = (data,), True
+        elif isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
+            self.tensors = data
+        elif isinstance(data, TensorDataset):
+            self.tensors, self.single = tuple(data.tensors), len(data.tensors) == 1
+        elif (
+            isinstance(data, Dataset)
+            and not isinstance(data, IterableDataset)
+            and hasattr(data, "__len__")
+        ):
+            self.dataset = data
+        elif isinstance(data, Iterable):
+            self.iterable = data
+        else:
+            raise TypeError(
+                "data must be a tensor, a tuple of tensors, a map-style Dataset or a re-iterable "
+                f"of batches (e.g. a DataLoader), got {type(data).__name__}"
+            )
+        if self.tensors is not None:
+            n = self.tensors[0].shape[0] if self.tensors[0].dim() else 0
+            for i, t in enumerate(self.tensors):
+                if t.dim() == 0 or t.shape[0] != n:
+                    raise ValueError(
+                        f"data tensors must share their first dimension; tensor {i} has shape "
+                        f"{tuple(t.shape)}, tensor 0 has {n} samples"
+                    )
+            self.n = int(n)
+        elif self.dataset is not None:
+            self.n = len(self.dataset)
+        if self.iterable is None:
+            global_batch = batch_size * world
+            if self.n < global_batch:
+                raise ValueError(
+                    f"data holds {self.n} samples, fewer than one global batch "
+                    f"(batch_size = {global_batch}); lower TrainConfig.batch_size"
+                )
+            self.per_epoch = self.n // global_batch
+
+    def epoch_of(self, position: int) -> int:
+        """Epoch of micro-batch ``position`` (0 for iterables, whose length is unknown)."""
+        return position // self.per_epoch if self.iterable is None else 0
+
+    def iterate(self, position: int) -> Iterator[Any]:
+        """Micro-batches from ``position`` (micro-batches already consumed) onwards, forever."""
+        if self.iterable is not None:
+            yield from self._iterate_iterable(position)
+            return
+        epoch, offset = divmod(position, self.per_epoch)
+        while True:
+            batches = shard_batches(
+                self.n, self.batch_size, epoch, self.seed, self.rank, self.world
+            )[offset:]
+            if self.tensors is not None:
+                for idx in batches:
+                    ix = torch.as_tensor(idx, dtype=torch.long)
+                    out = tuple(t[ix] for t in self.tensors)
+                    yield out[0] if self.single else out
+            else:
+                yield from DataLoader(
+                    self.dataset, batch_sampler=batches, num_workers=self.num_workers
+                )
+            epoch, offset = epoch + 1, 0
+
+    def _iterate_iterable(self, position: int) -> Iterator[Any]:
+        """Pass over the iterable again and again, dropping the first ``position`` batches."""
+        data = self.iterable
+        if position:
+            logger.info("replaying %d batches of the data iterable to resume", position)
+        seen, epoch = 0, 0
+        while True:
+            for obj in (
+                getattr(data, "sampler", None),
+                getattr(data, "batch_sampler", None),
+                getattr(getattr(data, "batch_sampler", None), "sampler", None),
+            ):
+                if hasattr(obj, "set_epoch"):
+                    obj.set_epoch(epoch)
+            count = 0
+            for batch in data:
+                count += 1
+                seen += 1
+                if seen > position:
+                    yield batch
+            if count == 0:
+                raise ValueError(
+                    f"data yielded no batches in epoch {epoch}; pass a re-iterable (a "
+                    "DataLoader or a list), not a one-shot iterator or an empty loader"
+                )
+            epoch += 1
+
+
+class _CsvLog:
+    """``log.csv``: one row every ``log_every`` steps; on resume rows past the step are cut."""
+
+    FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "skipped")
+
+    def __init__(self, path: Path, keep_until: int | None) -> None:
+        rows: list[list[str]] = []
+        if keep_until is not None and path.is_file():
+            with open(path, newline="") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if header == list(self.FIELDS):
+                    for row in reader:
+                        try:
+                            if row and int(row[0]) <= keep_until:
+                                rows.append(row)
+                        except ValueError:
+                            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.FIELDS)
+            w.writerows(rows)
+        os.replace(tmp, path)
+        self._file = open(path, "a", newline="")  # closed in close()
+        self._writer = csv.writer(self._file)
+
+    def write(
+        self, step: int, loss: float, lr: float, grad_norm: float, steps_per_s: float, skipped: int
+    ) -> None:
+        """Append one row and flush."""
+        self._writer.writerow(
+            [step, f"{loss:.8g}", f"{lr:.8g}", f"{grad_norm:.6g}", f"{steps_per_s:.4g}", skipped]
+        )
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+class Trainer:
+    """Train ``model`` (anything with per-sample ``loss(batch, generator)``) on ``data``.
+
+    Args:
+        model: the module; moved to ``device``. Under ``torch.distributed`` (see
+            :func:`~trilemma.train.distributed.init_distributed`) it is wrapped in DDP through a
+            :class:`~trilemma.train.distributed.LossAdapter`; rank 0's weights are broadcast.
+        data: see the module docstring (tensor, tuple of tensors, Dataset, or re-iterable).
+        config: a :class:`TrainConfig` (or a dict for :meth:`TrainConfig.from_dict`).
+        out_dir: run folder: ``log.csv`` and ``checkpoints/step_*/`` (rank 0 writes).
+        device: where to train (``'cpu'``, ``'cuda:0'``; under DDP the rank's device).
+        sample_fn: ``sample_fn(model_with_ema_weights, step, out_dir)`` every
+            ``config.sample_every`` steps on rank 0, in eval mode under ``torch.no_grad()``
+            with the global RNG forked (so sampling never changes the training stream).
+        progress: tqdm bar (loss, lr, steps/s) on rank 0.
+        find_unused_parameters: passed to DDP (needed when some parameters get no gradient).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        config: TrainConfig | Mapping[str, Any],
+        out_dir: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        sample_fn: SampleFn | None = None,
+        progress: bool = True,
+        find_unused_parameters: bool = False,
+    ) -> None:
+        if isinstance(config, Mapping):
+            config = TrainConfig.from_dict(config)
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+        config.validate()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if sample_fn is not None and not callable(sample_fn):
+            raise TypeError("sample_fn must be callable(model, step, out_dir) or None")
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.info = dist_info(self.device)
+        world = self.info.world_size
+        if config.batch_size % world:
+            raise ValueError(
+                f"TrainConfig.batch_size = {config.batch_size} must be divisible by "
+                f"the number of ranks ({world})"
+            )
+        self.sample_fn = sample_fn
+        self.progress = progress
+        self.model = model.to(self.device)
+        self.engine = wrap_model(self.model, self.device, find_unused_parameters)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self._params:
+            raise ValueError("model has no trainable parameters (requires_grad=True)")
+        self.optimizer = torch.optim.AdamW(
+            self._params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+
+        def factor(step: int) -> float:
+            return lr_factor(step, config)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
+        self.noise = torch.Generator(device=self.device)
+        self.noise.manual_seed(rank_seed(config.seed, self.info.rank, "noise"))
+        self.batches = _Batches(
+            data,
+            config.batch_size // world,
+            self.info.rank,
+            world,
+            rank_seed(config.seed, 0, "data"),
+            config.num_workers,
+        )
+        if world > 1 and self.batches.iterable is not None:
+            sampler = getattr(data, "sampler", None)
+            if not isinstance(sampler, DistributedSampler):
+                warnings.warn(
+                    f"training on {world} ranks from an iterable without a DistributedSampler: "
+                    "unless it shards itself, every rank sees the same batches; pass a tensor "
+                    "or Dataset to let the trainer shard it",
+                    stacklevel=2,
+                )
+        self.step = 0
+        self.micro_batches = 0
+        self.skipped_steps = 0
+        self.bad_streak = 0
+        self.last_checkpoint: Path | None = None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        """Checkpoint now (a collective under DDP: every rank calls it; rank 0 writes)."""
+        states = {
+            "noise": all_gather_tensor(self.noise.get_state()),
+            "torch_cpu": all_gather_tensor(torch.get_rng_state()),
+        }
+        if self.device.type == "cuda":
+            states["torch_cuda"] = all_gather_tensor(torch.cuda.get_rng_state(self.device))
+        if not self.info.is_main:
+            return None
+        rng = {f"{k}_rank{r}": s.cpu() for k, v in states.items() for r, s in enumerate(v)}
+        state = {
+            "config": self.config.to_dict(),
+            "micro_batches": self.micro_batches,
+            "epoch": self.batches.epoch_of(self.micro_batches),
+            "skipped_steps": self.skipped_steps,
+            "bad_steps": self.bad_streak,
+            "world_size": self.info.world_size,
+        }
+        path = save_checkpoint(
+            self.out_dir,
+            self.step,
+            self.model,
+            self.ema,
+            self.optimizer,
+            self.scheduler,
+            state,
+            rng,
+            self.config.keep_last,
+        )
+        self.last_checkpoint = path
+        return path
+
+    def _restore(self, ckpt: Path) -> None:
+        """Load weights, EMA, optimizer, scheduler, counters and RNG states from ``ckpt``."""
+        info = load_checkpoint(ckpt, self.model, self.ema, self.optimizer, self.scheduler)
+        self.step = int(info["step"])
+        self.micro_batches = int(info.get("micro_batches", self.step * self.config.grad_accum))
+        self.skipped_steps = int(info.get("skipped_steps", 0))
+        self.bad_streak = int(info.get("bad_steps", 0))
+        self.last_checkpoint = ckpt
+        rt, r = info["rng_tensors"], self.info.rank
+        if info.get("world_size") == self.info.world_size and f"noise_rank{r}" in rt:
+            self.noise.set_state(rt[f"noise_rank{r}"])
+            if f"torch_cpu_rank{r}" in rt:
+                torch.set_rng_state(rt[f"torch_cpu_rank{r}"])
+            if self.device.type == "cuda" and f"torch_cuda_rank{r}" in rt:
+                torch.cuda.set_rng_state(rt[f"torch_cuda_rank{r}"], self.device)
+        else:
+            warnings.warn(
+                f"checkpoint {ckpt} was written by {info.get('world_size')} rank(s), this run has "
+                f"{self.info.world_size}: data order continues exactly, the noise streams are "
+                "re-seeded",
+                stacklevel=3,
+            )
+            self.noise.manual_seed(rank_seed(self.config.seed, r, f"noise@{self.step}"))
+        saved = info.get("config") or {}
+        now = self.config.to_dict()
+        changed = sorted(
+            k for k in now if k not in _RUNTIME_FIELDS and k in saved and saved[k] != now[k]
+        )
+        if changed:
+            warnings.warn(
+                f"resuming {ckpt} with changed config field(s): "
+                + ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed),
+                stacklevel=3,
+            )
+        logger.info("resumed from %s at step %d", ckpt, self.step)
+
+    # -- one optimizer step ---------------------------------------------------------------------
+
+    def _grad_norm(self) -> float:
+        """Clip (if configured) and return the total gradient 2-norm before clipping."""
+        clip = self.config.grad_clip
+        if clip is not None:
+            return float(torch.nn.utils.clip_grad_norm_(self._params, clip))
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if not grads:
+            return 0.0
+        return float(
+            torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+            )
+        )
+
+    def _train_step(self, stream: Iterator[Any], autocast: bool) -> tuple[float, float, bool]:
+        """Forward/backward over ``grad_accum`` micro-batches, then step or skip."""
+        cfg = self.config
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        ddp = isinstance(self.engine, DistributedDataParallel)
+        for k in range(cfg.grad_accum):
+            batch = _to_device(next(stream), self.device)
+            self.micro_batches += 1
+            sync = nullcontext() if (not ddp or k == cfg.grad_accum - 1) else self.engine.no_sync()
+            with sync:
+                amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
+                with amp:
+                    per = self.engine(batch, generator=self.noise)
+                n = _batch_len(batch)
+                if (
+                    not isinstance(per, Tensor)
+                    or per.dim() != 1
+                    or (n is not None and per.shape[0] != n)
+                ):
+                    shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
+                    raise ValueError(
+                        f"{type(self.model).__name__}.loss must return per-sample losses of "
+                        f"shape (B,) = ({n},), got {shape}"
+                    )
+                loss = (
+                    per.mean()
+                    if per.dtype in (torch.float32, torch.float64)
+                    else per.float().mean()
+                )
+                (loss / cfg.grad_accum).backward()
+            total += loss.detach().to(torch.float64)
+        loss_val = float(all_reduce_mean(total / cfg.grad_accum))
+        gnorm = self._grad_norm()
+        ok = math.isfinite(loss_val) and math.isfinite(gnorm)
+        if ok:
+            self.optimizer.step()
+            self.ema.update(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss_val, gnorm, ok
+
+    def _sample(self) -> None:
+        """Call ``sample_fn`` with the EMA weights swapped in (rank 0 only)."""
+        if self.sample_fn is None or not self.info.is_main:
+            return
+        devices = [self.device.index] if self.device.type == "cuda" else []
+        was_training = self.model.training
+        with torch.random.fork_rng(devices=devices), self.ema.swap_in(self.model), torch.no_grad():
+            self.model.eval()
+            try:
+                self.sample_fn(self.model, self.step, self.out_dir)
+            finally:
+                self.model.train(was_training)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, until: int | None = None) -> dict[str, Any]:
+        """Train to ``config.steps`` (or stop after step ``until``); returns a summary dict.
+
+        ``resume=True`` continues from the latest checkpoint in ``out_dir`` (from scratch, with a
+        warning, when there is none). Without it, a folder that already holds checkpoints is
+        refused rather than overwritten. A checkpoint is always written at the stopping step.
+        The summary: ``step``, ``loss`` (mean over the last log interval), ``skipped_steps``,
+        ``seconds``, ``steps_per_s``, ``checkpoint``, ``resumed_from``, ``out_dir``.
+        """
+        global _BF16_CPU_WARNED
+        cfg = self.config
+        end = cfg.steps if until is None else until
+        if not isinstance(end, int) or isinstance(end, bool) or not 1 <= end <= cfg.steps:
+            raise ValueError(f"until must be an int in [1, steps = {cfg.steps}], got {until!r}")
+        main = self.info.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_temporary(self.out_dir)
+        barrier()
+        resumed_from = None
+        ckpt = latest_checkpoint(self.out_dir)
+        if resume and ckpt is not None:
+            self._restore(ckpt)
+            resumed_from = str(ckpt)
+        elif resume:
+            warnings.warn(
+                f"resume=True but {self.out_dir} holds no checkpoint: starting at step 0",
+                stacklevel=2,
+            )
+        elif ckpt is not None and self.step == 0:
+            raise FileExistsError(
+                f"{self.out_dir} already holds checkpoints (latest {ckpt.name}); pass "
+                "resume=True to continue, or choose a new out_dir"
+            )
+        autocast = cfg.bf16 and self.device.type == "cuda"
+        if cfg.bf16 and not autocast and not _BF16_CPU_WARNED:
+            _BF16_CPU_WARNED = True
+            warnings.warn(
+                "TrainConfig.bf16 autocasts on CUDA only; training on "
+                f"{self.device.type} stays in the model's dtype (float32)",
+                stacklevel=2,
+            )
+
+        log = (
+            _CsvLog(self.out_dir / "log.csv", self.step if (resumed_from or self.step) else None)
+            if main
+            else None
+        )
+        pbar = tqdm(
+            total=end,
+            initial=self.step,
+            disable=not (self.progress and main),
+            desc="train",
+            dynamic_ncols=True,
+            unit="step",
+        )
+        stream = self.batches.iterate(self.micro_batches)
+        start_step, t_fit = self.step, time.perf_counter()
+        losses: list[float] = []
+        norms: list[float] = []
+        train_time, interval_steps, last_loss = 0.0, 0, math.nan
+        first_bad = None
+        try:
+            while self.step < end:
+                t0 = time.perf_counter()
+                loss, gnorm, ok = self._train_step(stream, autocast)
+                train_time += time.perf_counter() - t0
+                interval_steps += 1
+                self.step += 1
+                if ok:
+                    self.bad_streak, first_bad = 0, None
+                    losses.append(loss)
+                    norms.append(gnorm)
+                else:
+                    self.skipped_steps += 1
+                    self.bad_streak += 1
+                    first_bad = first_bad or self.step
+                    logger.warning(
+                        "step %d: non-finite loss (%g) or gradient norm (%g); step skipped",
+                        self.step,
+                        loss,
+                        gnorm,
+                    )
+                    if self.bad_streak >= cfg.max_bad_steps:
+                        where = self.last_checkpoint or "none written yet"
+                        raise TrainingDivergedError(
+                            f"training stopped: {self.bad_streak} non-finite steps in a row "
+                            f"(steps {first_bad}..{self.step}, max_bad_steps = "
+                            f"{cfg.max_bad_steps}; last loss {loss:g}, gradient norm {gnorm:g}). "
+                            f"The last good checkpoint is kept: {where}. Lower the lr, set "
+                            "grad_clip, or check the data and the model."
+                        )
+                pbar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    last_loss = sum(losses) / len(losses) if losses else math.nan
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    sps = interval_steps / train_time if train_time > 0 else math.nan
+                    if log is not None:
+                        mean_norm = sum(norms) / len(norms) if norms else math.nan
+                        log.write(self.step, last_loss, lr, mean_norm, sps, self.skipped_steps)
+                    pbar.set_postfix(
+                        loss=f"{last_loss:.4g}",
+                        lr=f"{lr:.3g}",
+                        skipped=self.skipped_steps,
+                        refresh=False,
+                    )
+                    losses, norms, train_time, interval_steps = [], [], 0.0, 0
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == end:
+                    self.save()
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._sample()
+        finally:
+            pbar.close()
+            if log is not None:
+                log.close()
+        barrier()
+        seconds = time.perf_counter() - t_fit
+        done = self.step - start_step
+        return {
+            "step": self.step,
+            "loss": last_loss,
+            "skipped_steps": self.skipped_steps,
+            "seconds": seconds,
+            "steps_per_s": done / seconds if seconds > 0 and done else math.nan,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "resumed_from": resumed_from,
+            "out_dir": str(self.out_dir),
+        }
