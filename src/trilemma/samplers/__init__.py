@@ -1,0 +1,59 @@
+"""Samplers: one pure function per method (k-diffusion style), time grids, and ``sample``.
+
+Every sampler has the signature ``fn(score_fn, process, u_T, grid, *, generator=None,
+denoise=True, trajectory=False, progress=False, **options) -> SampleResult`` and counts its
+score calls exactly (``SampleResult.nfe``). ``sample(name, ...)`` picks steps for an NFE budget.
+"""
+
+from .base import CountingScore, SampleResult, check_finite, check_grid, check_state, denoise_step
+from .ddim import sample_ddim
+from .dpm_solver import sample_dpm_solver
+from .edm import sample_edm_heun
+from .euler_maruyama import sample_euler_maruyama
+from .gddim import sample_gddim
+from .grids import (
+    GRIDS,
+    edm_grid,
+    edm_sigmas,
+    get_grid,
+    log_snr_grid,
+    quadratic_grid,
+    sqrt_grid,
+    uniform_grid,
+)
+from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sample_rk4
+from .pc import sample_pc
+from .registry import SAMPLERS, SamplerSpec, sample
+from .sscs import sample_sscs
+
+__all__ = [
+    "GRIDS",
+    "SAMPLERS",
+    "CountingScore",
+    "ODEBudgetExceeded",
+    "SampleResult",
+    "SamplerSpec",
+    "check_finite",
+    "check_grid",
+    "check_state",
+    "denoise_step",
+    "edm_grid",
+    "edm_sigmas",
+    "get_grid",
+    "log_snr_grid",
+    "quadratic_grid",
+    "sample",
+    "sample_ddim",
+    "sample_dpm_solver",
+    "sample_edm_heun",
+    "sample_euler",
+    "sample_euler_maruyama",
+    "sample_gddim",
+    "sample_heun",
+    "sample_ode",
+    "sample_pc",
+    "sample_rk4",
+    "sample_sscs",
+    "sqrt_grid",
+    "uniform_grid",
+]

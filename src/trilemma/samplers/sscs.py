@@ -1,0 +1,112 @@
+"""SSCS: the symmetric splitting CLD sampler (Dockhorn et al. 2022; REFERENCE.md §3.1).
+
+In reverse time the CLD reverse SDE splits into a linear part A (Hamiltonian + Ornstein-Uhlenbeck,
+solved exactly as a Gaussian) and a score part S (an Euler step on the velocity). One step from
+``t_i`` down to ``t_{i+1}`` is Strang's ``A(half) S(full) A(half)``: A over ``[t_m, t_i]`` with
+``t_m`` the time midpoint, S over the whole step, A over ``[t_{i+1}, t_m]``. Each A half-step uses
+``b = int beta`` over its *own* sub-interval (the official code reuses the step-start time for the
+second half, which is wrong when ``beta`` varies with ``t``).
+
+The S step is ``v <- v + 2 Gamma b [s(u, t_i) + M^-1 v]`` with ``b = int beta`` over the step and
+the score read at the step-start time ``t_i``, as in the official code. Reading it at ``t_m``
+(formally more consistent) is much worse at low NFE: explicit Euler on the stiff score part
+overshoots where the modes separate (two-mode 1-D oracle, 10 NFE: W1 0.39 against 0.12).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..processes.base import LinearProcess, ScoreFn, as_time
+from ..processes.cld import CLD
+from ._common import call_score, finish, prepare, randn_like, steps
+from .base import SampleResult, check_finite
+
+
+def require_cld(process: LinearProcess, sampler: str) -> CLD:
+    """Reject processes other than CLD with an error naming the sampler."""
+    if not isinstance(process, CLD):
+        raise TypeError(
+            f"{sampler} is a CLD sampler: process must be a trilemma CLD process, got "
+            f"{type(process).__name__} ({getattr(process, 'name', '?')})"
+        )
+    return process
+
+
+def chol2(cov: Tensor) -> Tensor:
+    """Lower Cholesky factor of a 2 x 2 covariance in closed form (tolerates a singular one)."""
+    l11 = torch.sqrt(cov[..., 0, 0].clamp_min(0.0))
+    l21 = torch.where(l11 > 0, cov[..., 1, 0] / torch.where(l11 > 0, l11, 1.0), 0.0)
+    l22 = torch.sqrt((cov[..., 1, 1] - l21**2).clamp_min(0.0))
+    zero = torch.zeros_like(l11)
+    return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], dim=-2)
+
+
+def _a_step(
+    process: CLD, u: Tensor, b: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """Exact A-part over ``b = int beta`` (> 0): ``mean_map u + chol(cov) z``."""
+    mean_map, cov = process.sscs_a_step(b)
+    noise = process.apply(chol2(cov).to(u.device), randn_like(u, generator))
+    return process.apply(mean_map.to(u.device), u) + noise
+
+
+def _sscs(
+    score_fn: ScoreFn,
+    process: LinearProcess,
+    u_T: Tensor,
+    grid: Tensor,
+    *,
+    generator: torch.Generator | None,
+    denoise: bool,
+    trajectory: bool,
+    progress: bool,
+    reuse_start_time: bool = False,
+) -> SampleResult:
+    """SSCS loop; ``reuse_start_time`` reproduces the official code's second-half bug (tests)."""
+    cld = require_cld(process, "SSCS")
+    score, grid = prepare(score_fn, cld, u_T, grid)
+    big_b = cld.integral_beta(as_time(grid))  # B(t_i), float64, decreasing
+    u = u_T
+    traj = [u] if trajectory else None
+    n = grid.numel() - 1
+    for i in steps(n, progress, "SSCS"):
+        t_hi, t_lo = float(grid[i]), float(grid[i + 1])
+        t_mid = 0.5 * (t_hi + t_lo)
+        b_mid = cld.integral_beta(as_time(t_mid))
+        b_first = big_b[i] - b_mid  # int beta over [t_mid, t_i]
+        b_second = b_first if reuse_start_time else b_mid - big_b[i + 1]  # over [t_lo, t_mid]
+        b_full = big_b[i] - big_b[i + 1]
+        u = _a_step(cld, u, b_first, generator)
+        x, v = cld.split(u)
+        s = call_score(score, u, t_hi, i)  # step-start time: see the module docstring
+        v = v + (2.0 * cld.Gamma * float(b_full)) * (s + cld.m_inv * v)
+        u = cld.join([x, v])
+        u = _a_step(cld, u, b_second, generator)
+        check_finite(u, i, t_lo)
+        if traj is not None:
+            traj.append(u)
+    return finish(score, cld, u, grid, denoise=denoise, traj=traj, info={"sampler": "sscs"})
+
+
+def sample_sscs(
+    score_fn: ScoreFn,
+    process: LinearProcess,
+    u_T: Tensor,
+    grid: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    denoise: bool = True,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> SampleResult:
+    """Sample CLD with SSCS from ``u_T`` down the decreasing ``grid`` (1 NFE per step).
+
+    ``score_fn`` returns the velocity score. ``denoise`` adds Tweedie's ``x0_hat`` at
+    ``grid[-1]`` (+1 NFE); ``state`` is the (x, v) state at ``grid[-1]`` before that step and
+    ``trajectory`` (when asked) holds ``u_T`` and the state after every step, aligned with
+    ``times = grid``.
+    """
+    return _sscs(score_fn, process, u_T, grid, generator=generator, denoise=denoise,
+                 trajectory=trajectory, progress=progress)
