@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes.base import _chol, _randn_like
+from ..processes.base import chol_factor, randn_like
 from ..processes.cld import CLD
 from .dsm import ScoreModel, _view
 from .tsampling import uniform_times
@@ -82,8 +82,8 @@ def cld_dsm_loss(
     u0 = process.data_to_state(x0, generator)
     zero = torch.zeros_like(t, dtype=torch.float64)
     cov = process.transition_cov(t, zero) + process.eps_num * torch.eye(2, dtype=torch.float64)
-    chol = _chol(cov)
-    noise = _randn_like(u0, generator)
+    chol = chol_factor(cov)
+    noise = randn_like(u0, generator)
     u = process.apply(process.transition(t, zero), u0) + process.apply(chol, noise)
     s = model(u, t) if labels is None else model(u, t, labels)
     return _weighted(process, s, process.noise_part(noise), 1.0 / chol[..., 1, 1], t, weighting)

@@ -111,7 +111,7 @@ class LinearProcess(ABC):
 
     def marginal_chol(self, t: float | Tensor) -> Tensor:
         """Lower Cholesky factor ``L_t`` of the marginal covariance (closed form for 2 x 2)."""
-        return _chol(self.marginal_cov(t))
+        return chol_factor(self.marginal_cov(t))
 
     # ---------------------------------------------------------------- tensor helpers
     def split(self, u: Tensor) -> list[Tensor]:
@@ -152,7 +152,7 @@ class LinearProcess(ABC):
         blocks = [x0]
         for i in range(1, self.k):
             std = math.sqrt(float(s0[i, i]))
-            blocks.append(std * _randn_like(x0, generator))
+            blocks.append(std * randn_like(x0, generator))
         return self.join(blocks)
 
     def state_to_data(self, u: Tensor) -> Tensor:
@@ -180,7 +180,7 @@ class LinearProcess(ABC):
         """
         t = self._time_batch(t, x0.shape[0], x0.device)
         u0 = self.join([x0] + [torch.zeros_like(x0)] * (self.k - 1))
-        noise = _randn_like(u0, generator)
+        noise = randn_like(u0, generator)
         u_t = self.apply(self.mean_coef(t), u0) + self.apply(self.marginal_chol(t), noise)
         return u_t, noise
 
@@ -194,8 +194,8 @@ class LinearProcess(ABC):
         """Sample the prior ``p_T`` for data of ``shape`` (batch first); returns a state."""
         data = torch.empty(shape, device=device, dtype=dtype)
         blocks = self.join([data] * self.k)
-        z = _randn_like(blocks, generator)
-        chol = _chol(self.prior_cov())
+        z = randn_like(blocks, generator)
+        chol = chol_factor(self.prior_cov())
         return self.apply(chol, z)
 
     def prior_logp(self, u: Tensor) -> Tensor:
@@ -218,11 +218,19 @@ class LinearProcess(ABC):
         t = self._time_batch(t, u.shape[0], u.device)
         return self.apply(self.drift_matrix(t), u)
 
-    def _inject(self, u: Tensor, block_value: Tensor) -> Tensor:
+    def on_noise_block(self, block_value: Tensor) -> Tensor:
         """A state that is ``block_value`` on the noise block and zero elsewhere."""
         if self.k == 1:
             return block_value
         blocks = [torch.zeros_like(block_value) for _ in range(self.k)]
+        blocks[self.noise_block] = block_value
+        return self.join(blocks)
+
+    def replace_noise_block(self, u: Tensor, block_value: Tensor) -> Tensor:
+        """``u`` with its noise-driven block replaced by ``block_value``."""
+        if self.k == 1:
+            return block_value
+        blocks = self.split(u)
         blocks[self.noise_block] = block_value
         return self.join(blocks)
 
@@ -238,7 +246,7 @@ class LinearProcess(ABC):
         g2 = self.diffusion_sq(t).to(u.dtype)
         g2 = g2.reshape((-1,) + (1,) * (u.dim() - 1))
         factor = 0.5 if probability_flow else 1.0
-        return self.drift(u, t) - self._inject(u, factor * g2 * score)
+        return self.drift(u, t) - self.on_noise_block(factor * g2 * score)
 
     # ---------------------------------------------------------------- parametrisations
     def score_to_x0(self, u: Tensor, t: Tensor, score: Tensor) -> Tensor:
@@ -357,7 +365,7 @@ class ScalarProcess(LinearProcess):
     def perturb(
         self, x0: Tensor, t: float | Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        noise = _randn_like(x0, generator)
+        noise = randn_like(x0, generator)
         return self._coef(self.alpha, t, x0) * x0 + self._coef(self.sigma, t, x0) * noise, noise
 
     def score_to_x0(self, u: Tensor, t: Tensor, score: Tensor) -> Tensor:
@@ -407,23 +415,25 @@ def _row_as_matrix(row: Tensor, k: int) -> Tensor:
     return m
 
 
-def _chol(cov: Tensor) -> Tensor:
-    """Lower Cholesky factor of ``k x k`` covariances in float64 (closed form for k <= 2)."""
+def chol_factor(cov: Tensor) -> Tensor:
+    """Lower Cholesky factor of ``k x k`` covariances in float64 (closed form for k <= 2).
+
+    Tolerates singular (PSD) 1x1 and 2x2 matrices: a zero variance gives a zero row.
+    """
     k = cov.shape[-1]
     if k == 1:
         return torch.sqrt(cov.clamp_min(0.0))
     if k == 2:
-        l11 = torch.sqrt(cov[..., 0, 0])
-        l21 = cov[..., 1, 0] / l11
+        l11 = torch.sqrt(cov[..., 0, 0].clamp_min(0.0))
+        safe = torch.where(l11 > 0, l11, torch.ones_like(l11))
+        l21 = torch.where(l11 > 0, cov[..., 1, 0] / safe, torch.zeros_like(l11))
         l22 = torch.sqrt((cov[..., 1, 1] - l21**2).clamp_min(0.0))
         zero = torch.zeros_like(l11)
-        return torch.stack(
-            [torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], dim=-2
-        )
+        return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], dim=-2)
     return torch.linalg.cholesky(cov)
 
 
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise like ``x``, from ``generator`` when given (device-aware)."""
     if generator is None:
         return torch.randn_like(x)

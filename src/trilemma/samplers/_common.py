@@ -60,32 +60,6 @@ def call_score(score: CountingScore, u: Tensor, t: float, step: int,
         raise FloatingPointError(f"at {what} {step} (t = {t:.6g}): {err}") from err
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x`` from ``generator`` (which may live elsewhere)."""
-    if generator is None:
-        return torch.randn_like(x)
-    z = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    return z.to(x.device)
-
-
-def on_noise_block(process: LinearProcess, u: Tensor, value: Tensor) -> Tensor:
-    """A state equal to ``value`` on the noise-driven block and zero elsewhere."""
-    if process.k == 1:
-        return value
-    blocks = [torch.zeros_like(value) for _ in range(process.k)]
-    blocks[process.noise_block] = value
-    return process.join(blocks)
-
-
-def replace_noise_block(process: LinearProcess, u: Tensor, value: Tensor) -> Tensor:
-    """``u`` with its noise-driven block replaced by ``value``."""
-    if process.k == 1:
-        return value
-    blocks = process.split(u)
-    blocks[process.noise_block] = value
-    return process.join(blocks)
-
-
 def per_sample(value: Tensor, like: Tensor) -> Tensor:
     """Reshape a ``(B,)`` tensor to broadcast against ``like`` (B, ...)."""
     return value.reshape((-1,) + (1,) * (like.dim() - 1))

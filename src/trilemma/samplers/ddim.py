@@ -17,13 +17,12 @@ import math
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScoreFn
+from ..processes.base import LinearProcess, ScoreFn, randn_like
 from ._common import (
     call_score,
     check_positive,
     finish,
     prepare,
-    randn_like,
     require_scalar,
     steps,
 )

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScoreFn
-from ._common import call_score, finish, on_noise_block, prepare, randn_like, steps
+from ..processes.base import LinearProcess, ScoreFn, randn_like
+from ._common import call_score, finish, prepare, steps
 from .base import SampleResult, check_finite
 
 
@@ -31,7 +31,7 @@ def em_step(
         return mean, mean
     g = math.sqrt(float(process.diffusion_sq(t)) * dt)
     z = randn_like(process.noise_part(u), generator)
-    return mean + on_noise_block(process, u, g * z), mean
+    return mean + process.on_noise_block(g * z), mean
 
 
 def sample_euler_maruyama(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScalarProcess, ScoreFn
+from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, randn_like
 from ._common import (
     call_score,
     check_choice,
@@ -21,8 +21,6 @@ from ._common import (
     finish,
     per_sample,
     prepare,
-    randn_like,
-    replace_noise_block,
     steps,
     sym_sqrt,
 )
@@ -106,10 +104,10 @@ def langevin_step(
     s_norm = s_norm.clamp_min(torch.finfo(score.dtype).tiny)
     step = per_sample(2.0 * alpha * (snr * z_norm / s_norm) ** 2, v)
     mean_v = v + step * score
-    mean = replace_noise_block(process, u, mean_v)
+    mean = process.replace_noise_block(u, mean_v)
     if not add_noise:
         return mean, mean
-    return replace_noise_block(process, u, mean_v + torch.sqrt(2.0 * step) * z), mean
+    return process.replace_noise_block(u, mean_v + torch.sqrt(2.0 * step) * z), mean
 
 
 def sample_pc(

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScoreFn, as_time
+from ..processes.base import LinearProcess, ScoreFn, as_time, chol_factor, randn_like
 from ..processes.cld import CLD
-from ._common import call_score, finish, prepare, randn_like, steps
+from ._common import call_score, finish, prepare, steps
 from .base import SampleResult, check_finite
 
 
@@ -34,21 +34,12 @@ def require_cld(process: LinearProcess, sampler: str) -> CLD:
     return process
 
 
-def chol2(cov: Tensor) -> Tensor:
-    """Lower Cholesky factor of a 2 x 2 covariance in closed form (tolerates a singular one)."""
-    l11 = torch.sqrt(cov[..., 0, 0].clamp_min(0.0))
-    l21 = torch.where(l11 > 0, cov[..., 1, 0] / torch.where(l11 > 0, l11, 1.0), 0.0)
-    l22 = torch.sqrt((cov[..., 1, 1] - l21**2).clamp_min(0.0))
-    zero = torch.zeros_like(l11)
-    return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], dim=-2)
-
-
 def _a_step(
     process: CLD, u: Tensor, b: Tensor, generator: torch.Generator | None
 ) -> Tensor:
     """Exact A-part over ``b = int beta`` (> 0): ``mean_map u + chol(cov) z``."""
     mean_map, cov = process.sscs_a_step(b)
-    noise = process.apply(chol2(cov).to(u.device), randn_like(u, generator))
+    noise = process.apply(chol_factor(cov).to(u.device), randn_like(u, generator))
     return process.apply(mean_map.to(u.device), u) + noise
 
 
