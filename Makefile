@@ -27,7 +27,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q --no-deps denoising-diffusion-pytorch==2.3.4
 	$(BIN)/python benchmarks/oracle_samplers.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
