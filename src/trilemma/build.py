@@ -1,0 +1,215 @@
+"""Factories from a resolved :class:`~trilemma.config.Config` to the objects of a run.
+
+The net's sizes come from the data: an MLP gets ``in_dim = k d`` and ``out_dim = d``, a U-Net
+``in_channels = k C``, ``out_channels = C`` and ``image_size = (H, W)``, where ``k = 2`` for
+CLD (the net sees ``(x, v)`` and outputs the velocity score) and 1 otherwise. Errors raised by
+a component are re-raised as :class:`~trilemma.config.ConfigError` naming its section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, ConfigError
+
+
+def _wrap(section: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError([f"{section}: {err}"]) from None
+
+
+def build_process(config: Config):
+    """The forward SDE of ``config.process``."""
+    from .processes import get_process
+
+    return _wrap("process", lambda: get_process(**config.process))
+
+
+def build_dataset(config: Config):
+    """The training data set of ``config.data`` (an ``ArrayDataset``)."""
+    from .data import load_dataset
+
+    def load():
+        try:
+            return load_dataset(dict(config.data))
+        except (FileNotFoundError, OSError) as err:
+            raise ValueError(str(err)) from None
+
+    return _wrap("data", load)
+
+
+def data_shape_of(dataset: Any) -> tuple[int, ...]:
+    """Shape of one sample of a data set (``ArrayDataset.shape`` or its first item)."""
+    shape = getattr(dataset, "shape", None)
+    if shape is None:
+        first = dataset[0]
+        first = first[0] if isinstance(first, (tuple, list)) else first
+        shape = tuple(first.shape)
+    return tuple(int(s) for s in shape)
+
+
+def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The net config with its data-derived sizes filled in (see the module docstring)."""
+    net = dict(config.model["net"])
+    k = 2 if config.process["name"] == "cld" else 1
+    shape = tuple(data_shape)
+    if net["name"] == "mlp":
+        if len(shape) != 1:
+            raise ConfigError([f"model.net.name: 'mlp' needs flat data (d,), the data has "
+                               f"sample shape {shape}; use: unet"])
+        net.update(in_dim=k * shape[0], out_dim=shape[0])
+    elif net["name"] == "unet":
+        if len(shape) != 3:
+            raise ConfigError([f"model.net.name: 'unet' needs images (C, H, W), the data has "
+                               f"sample shape {shape}; use: mlp"])
+        c, h, w = shape
+        net.update(in_channels=k * c, out_channels=c, image_size=[h, w] if h != w else h)
+    if net.get("seed") is None:
+        net["seed"] = config.seed
+    return net
+
+
+def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
+    """The score network, sized for ``data_shape`` and the process."""
+    from .nets import build_net as _build_net
+
+    kw = net_kwargs(config, data_shape)
+    return _wrap("model.net", lambda: _build_net(kw))
+
+
+def build_model(config: Config, data_shape: tuple[int, ...]):
+    """The :class:`~trilemma.methods.ScoreModel` (process + net + parametrisation + objective)."""
+    from .methods import ScoreModel
+
+    process = build_process(config)
+    net = build_net(config, data_shape)
+    m = config.model
+    return _wrap("model", lambda: ScoreModel(
+        process, net, tuple(data_shape), prediction=m["prediction"], objective=m["objective"],
+        weighting=m["weighting"], sigma_data=m["sigma_data"],
+    ))
+
+
+def build_train_config(config: Config):
+    """The trainer's :class:`~trilemma.train.TrainConfig` from ``config.train``."""
+    from .train import TrainConfig
+
+    return _wrap("train", lambda: TrainConfig(**config.train))
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A seeded generator on ``device``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- saved runs
+RUN_CONFIG = "config.json"
+RUN_INFO = "run.json"
+FINAL_WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class SavedRun:
+    """Where a run's weights, config and data shape live (see :func:`locate_run`)."""
+
+    run_dir: Path | None
+    weights: Path
+    kind: str  # 'checkpoint' (a step_* folder) or 'weights' (a single safetensors file)
+    step: int | None
+    config: dict[str, Any]
+    data_shape: tuple[int, ...] | None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError([f"cannot read {path}: {err}"]) from None
+
+
+def _run_files(run_dir: Path) -> tuple[dict[str, Any] | None, tuple[int, ...] | None]:
+    cfg = _read_json(run_dir / RUN_CONFIG) if (run_dir / RUN_CONFIG).is_file() else None
+    info = _read_json(run_dir / RUN_INFO) if (run_dir / RUN_INFO).is_file() else {}
+    shape = info.get("data_shape") if isinstance(info, dict) else None
+    return cfg, (tuple(int(s) for s in shape) if shape else None)
+
+
+def locate_run(path: str | os.PathLike) -> SavedRun:
+    """Find the weights, config and data shape behind a run folder, a ``step_*`` checkpoint
+    folder or a final ``model.safetensors`` file.
+
+    A run folder resolves to its latest checkpoint, else to its final weights. Raises
+    ``FileNotFoundError`` with what was looked for when there is nothing to load.
+    """
+    from .train import latest_checkpoint, load_weights
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"no such run directory or checkpoint: {os.fspath(path)}")
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise FileNotFoundError(
+                f"{os.fspath(path)} is a file but not a .safetensors weights file; give a run "
+                "directory, a checkpoint folder (checkpoints/step_*) or a model.safetensors"
+            )
+        _, meta = load_weights(p)
+        cfg = meta.get("config")
+        shape = meta.get("data_shape")
+        run_cfg, run_shape = _run_files(p.parent)
+        cfg = cfg or run_cfg
+        if cfg is None:
+            raise FileNotFoundError(f"{p} carries no config in its metadata and there is no "
+                                    f"{RUN_CONFIG} beside it")
+        return SavedRun(p.parent, p, "weights", meta.get("step"), cfg,
+                        tuple(shape) if shape else run_shape)
+    if (p / "state.json").is_file():
+        ckpt, run_dir = p, p.parent.parent
+    else:
+        ckpt, run_dir = latest_checkpoint(p), p
+        if ckpt is None:
+            if (p / FINAL_WEIGHTS).is_file():
+                return locate_run(p / FINAL_WEIGHTS)
+            raise FileNotFoundError(
+                f"{os.fspath(path)} holds no checkpoint (no checkpoints/step_*/ folder and no "
+                f"{FINAL_WEIGHTS}); train first with `trilemma train CONFIG --out {p}`"
+            )
+    cfg, shape = _run_files(run_dir)
+    if cfg is None:
+        raise FileNotFoundError(f"no {RUN_CONFIG} in the run directory {run_dir} (needed to "
+                                f"rebuild the model of {ckpt})")
+    state = _read_json(ckpt / "state.json")
+    step = state.get("step") if isinstance(state, dict) else None
+    weights = ckpt / "ema.safetensors"
+    if not weights.is_file():
+        weights = ckpt / "model.safetensors"
+    return SavedRun(run_dir, weights, "checkpoint", step, cfg, shape)
+
+
+def load_run(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained model (EMA weights) from a run/checkpoint path.
+
+    Returns ``(model, config, saved)`` with the model in eval mode on ``device``.
+    """
+    from .train import load_weights
+
+    saved = locate_run(path)
+    config = Config.from_dict(saved.config, check_paths=False)
+    shape = saved.data_shape
+    if shape is None:  # older runs: ask the data (needs the data to be there)
+        shape = data_shape_of(build_dataset(config))
+    model = build_model(config, shape)
+    load_weights(saved.weights, model)
+    model.to(device).eval()
+    return model, config, saved

@@ -1,0 +1,226 @@
+"""The ``trilemma`` command end to end on tiny configs: train, resume, sample, info, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from trilemma.build import build_model, load_run
+from trilemma.cli import main
+from trilemma.config import Config
+from trilemma.nets import count_parameters
+from trilemma.train import latest_checkpoint
+
+TOY = {
+    "seed": 3,
+    "device": "cpu",
+    "process": {"name": "vp"},
+    "model": {"net": {"name": "mlp", "hidden": 16, "depth": 1}},
+    "data": {"name": "toy", "toy": "grid25", "n": 256},
+    "train": {"steps": 4, "batch_size": 32, "lr": 1e-3, "ckpt_every": 2, "sample_every": 4,
+              "log_every": 2},
+    "sample": {"sampler": "em", "nfe": 6, "n": 50},
+}
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A 4-step toy VP run, resumed to 6 steps (shared by the tests below)."""
+    root = tmp_path_factory.mktemp("cli")
+    cfg = _write(root / "tiny.yaml", TOY)
+    run = root / "run"
+    code = main(["train", str(cfg), "--out", str(run), "--quiet"])
+    assert code == 0
+    first = {
+        "checkpoint": latest_checkpoint(run),
+        "ema": (run / "model.safetensors").read_bytes(),
+        "log": (run / "log.csv").read_text(),
+    }
+    code = main(["train", str(cfg), "--out", str(run), "--resume", "--quiet",
+                 "--set", "train.steps=6"])
+    assert code == 0
+    return root, cfg, run, first
+
+
+def test_train_writes_run_folder(toy_run):
+    root, cfg, run, first = toy_run
+    assert first["checkpoint"].name == "step_000004"
+    for name in ("config.yaml", "config.json", "run.json", "model.safetensors", "model.json",
+                 "log.csv", "samples/step_000004.png"):
+        assert (run / name).is_file(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved == json.loads((run / "config.json").read_text())
+    assert saved["train"]["steps"] == 6 and saved["seed"] == 3
+    assert Config.from_dict(saved).to_dict() == saved
+    assert json.loads((run / "run.json").read_text())["data_shape"] == [2]
+    with Image.open(run / "samples" / "step_000004.png") as img:
+        assert img.size[0] > 100 and img.size[1] > 100
+
+
+def test_resume_continues_the_step_count(toy_run):
+    _, _, run, first = toy_run
+    assert latest_checkpoint(run).name == "step_000006"
+    state = json.loads((latest_checkpoint(run) / "state.json").read_text())
+    assert state["step"] == 6
+    steps = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert steps == [2, 4, 6]  # the log continues, not restarts
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["step"] == 6 and meta["weights"] == "ema"
+    assert (run / "model.safetensors").read_bytes() != first["ema"]
+
+
+def test_train_refuses_to_overwrite_or_change_a_run(toy_run, capsys):
+    root, cfg, run, _ = toy_run
+    code, _, err = _run(capsys, "train", cfg, "--out", run, "--quiet")
+    assert code == 2 and err.startswith("trilemma: error: ") and "--resume" in err
+    code, _, err = _run(capsys, "train", cfg, "--out", run, "--quiet", "--resume",
+                        "--set", "model.net.hidden=8")
+    assert code == 2 and "model.net.hidden: 16 -> 8" in err
+    assert latest_checkpoint(run).name == "step_000006"
+
+
+def test_sample_png_and_npz(toy_run, capsys, tmp_path):
+    _, _, run, _ = toy_run
+    code, out, _ = _run(capsys, "sample", run, "--sampler", "dpm2m", "--nfe", "7", "--n", "40",
+                        "--seed", "1", "--out", tmp_path / "s.png")
+    assert code == 0 and "NFE 7" in out and "ms per sample" in out
+    with Image.open(tmp_path / "s.png") as img:
+        assert img.format == "PNG"
+    code, out, _ = _run(capsys, "sample", run, "--sampler", "em", "--nfe", "9", "--n", "40",
+                        "--seed", "1", "--out", tmp_path / "a.npz")
+    assert code == 0
+    a = np.load(tmp_path / "a.npz")
+    assert a["samples"].shape == (40, 2) and a["samples"].dtype == np.float32
+    assert int(a["nfe"]) == 9 and float(a["seconds"]) > 0 and int(a["step"]) == 6
+    assert np.isfinite(a["samples"]).all()
+    # same seed -> same samples (from the step folder, the same weights); another seed differs
+    _run(capsys, "sample", latest_checkpoint(run), "--sampler", "em", "--nfe", "9", "--n", "40",
+         "--seed", "1", "--out", tmp_path / "b.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["samples"], a["samples"])
+    _run(capsys, "sample", run / "model.safetensors", "--sampler", "em", "--nfe", "9", "--n",
+         "40", "--seed", "2", "--out", tmp_path / "c.npz")
+    assert not np.array_equal(np.load(tmp_path / "c.npz")["samples"], a["samples"])
+
+
+def test_sample_matches_the_library(toy_run, capsys, tmp_path):
+    """The CLI's samples equal ScoreModel.sample with the run's EMA weights and the same seed."""
+    _, _, run, _ = toy_run
+    _run(capsys, "sample", run, "--sampler", "heun", "--nfe", "9", "--n", "16", "--seed", "5",
+         "--out", tmp_path / "h.npz")
+    model, config, saved = load_run(run)
+    assert saved.weights.name == "ema.safetensors" and saved.step == 6
+    res = model.sample(16, "heun", 9, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(np.load(tmp_path / "h.npz")["samples"], res.samples.numpy())
+
+
+def test_info(toy_run, capsys):
+    _, _, run, _ = toy_run
+    code, out, _ = _run(capsys, "info", run)
+    assert code == 0
+    config = Config.from_dict(json.loads((run / "config.json").read_text()))
+    n_params = count_parameters(build_model(config, (2,)))
+    assert "step       6" in out
+    assert "process    vp" in out
+    assert "net        mlp" in out and "in_dim=2" in out
+    assert f"parameters {n_params:,}" in out
+    assert "checkpoints 2, 4, 6" in out
+    code, out, _ = _run(capsys, "info", run / "model.safetensors")
+    assert code == 0 and "step       6" in out
+
+
+def test_user_errors_exit_2_with_a_message(toy_run, capsys, tmp_path):
+    root, cfg, run, _ = toy_run
+    cases = [
+        (["sample", tmp_path / "nowhere", "--out", tmp_path / "x.png"],
+         "no such run directory or checkpoint"),
+        (["sample", tmp_path, "--out", tmp_path / "x.png"], "holds no checkpoint"),
+        (["sample", run, "--sampler", "sscs", "--out", tmp_path / "x.png"],
+         "--sampler: 'sscs' does not fit process 'vp'; use one of: em, pc"),
+        (["sample", run, "--sampler", "dpm9", "--out", tmp_path / "x.png"],
+         "--sampler: unknown sampler 'dpm9'"),
+        (["sample", run, "--sampler", "heun", "--nfe", "2", "--out", tmp_path / "x.png"],
+         "--nfe: sampler 'heun' needs at least 3 NFE"),
+        (["sample", run, "--opt", "eta=1", "--sampler", "em", "--out", tmp_path / "x.png"],
+         "--opt: unknown option(s) ['eta']"),
+        (["sample", run, "--out", tmp_path / "x.jpg"], "--out must end in .png or .npz"),
+        (["sample", run, "--n", "0", "--out", tmp_path / "x.png"], "--n must be a positive"),
+        (["train", tmp_path / "missing.yaml"], "config file not found"),
+        (["train", cfg, "--out", tmp_path / "r", "--set", "train.lr=-1"],
+         "train.lr: expected a positive number, got -1"),
+        (["train", cfg, "--out", tmp_path / "r", "--set", "train.batch_size=512", "--quiet"],
+         "fewer than one global batch (batch_size = 512); lower train.batch_size"),
+        (["info", tmp_path / "nowhere"], "no such run directory or checkpoint"),
+    ]
+    for argv, expected in cases:
+        code, _, err = _run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("trilemma: error: ") and expected in err, (argv, err)
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "r").exists()
+    assert _run(capsys, "frobnicate")[0] == 2  # argparse usage error
+    assert _run(capsys, "--help")[0] == 0
+
+
+def test_cld_run_and_sampler_check(tmp_path, capsys):
+    cfg = _write(tmp_path / "cld.yaml", {
+        **TOY, "process": {"name": "cld"},
+        "train": {"steps": 2, "batch_size": 32, "lr": 1e-3, "log_every": 1},
+        "sample": {"sampler": "sscs", "nfe": 6, "n": 10},
+    })
+    assert _run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet")[0] == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["prediction"] \
+        == "mixed"
+    code, _, err = _run(capsys, "sample", tmp_path / "run", "--sampler", "ddim",
+                        "--out", tmp_path / "x.png")
+    assert code == 2 and "'ddim' does not fit process 'cld'; use one of:" in err and "sscs" in err
+    code, _, _ = _run(capsys, "sample", tmp_path / "run", "--nfe", "8", "--n", "12",
+                      "--out", tmp_path / "c.npz")
+    assert code == 0
+    d = np.load(tmp_path / "c.npz")
+    assert d["samples"].shape == (12, 2) and int(d["nfe"]) == 8 and str(d["sampler"]) == "sscs"
+
+
+def test_image_run_writes_grids(tmp_path, capsys):
+    cfg = _write(tmp_path / "digits.yaml", {
+        "device": "cpu",
+        "process": {"name": "vp"},
+        "model": {"net": {"name": "unet", "base_channels": 8, "channel_mults": [1],
+                          "num_res_blocks": 1, "dropout": 0.0}},
+        "data": {"name": "digits", "limit": 64},
+        "train": {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": 2},
+        "sample": {"sampler": "ddim", "nfe": 3, "n": 6},
+    })
+    assert _run(capsys, "train", cfg, "--out", tmp_path / "run", "--quiet")[0] == 0
+    with Image.open(tmp_path / "run" / "samples" / "step_000002.png") as img:
+        assert img.size == (3 * 33 + 1, 2 * 33 + 1)  # 3 x 2 tiles of 32 px with 1 px gaps
+    code, out, _ = _run(capsys, "sample", tmp_path / "run", "--n", "5", "--out",
+                        tmp_path / "d.npz")
+    assert code == 0 and "NFE 3" in out
+    assert np.load(tmp_path / "d.npz")["samples"].shape == (5, 1, 8, 8)
+
+
+def test_console_entry_point_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "trilemma.cli", "info", str(tmp_path / "nowhere")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("trilemma: error: ") and "Traceback" not in proc.stderr
