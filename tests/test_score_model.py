@@ -80,3 +80,49 @@ def test_short_training_learns_the_exact_score(process):
     _train(model, 400)
     after = rel_error()
     assert after < 0.1 and after < 0.5 * before, (before, after)
+
+
+class SpyNet(torch.nn.Module):
+    """Records the labels it is called with; output depends on the label."""
+
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.seen: list = []
+
+    def forward(self, x, t, labels=None):
+        self.seen.append(None if labels is None else labels.clone())
+        lab = torch.full((x.shape[0],), 3) if labels is None else labels
+        return self.w * x + lab[:, None].to(x.dtype)
+
+
+def test_labels_reach_the_network_with_dropout_to_the_null_class():
+    net = SpyNet()
+    model = ScoreModel(VP(), net, (2,), label_dropout=0.25)
+    labels = torch.randint(0, 3, (4000,), generator=torch.Generator().manual_seed(0))
+    model.loss((torch.randn(4000, 2), labels), torch.Generator().manual_seed(1))
+    seen = net.seen[-1]
+    dropped = seen == 3
+    assert 0.22 < float(dropped.double().mean()) < 0.28
+    assert torch.equal(seen[~dropped], labels[~dropped])
+    # unlabelled batches train unconditionally
+    model.loss(torch.randn(8, 2))
+    assert net.seen[-1] is None
+
+
+def test_classifier_free_guidance_combines_conditional_and_null_scores():
+    net = SpyNet()
+    model = ScoreModel(VP(), net, (2,))
+    u, t = torch.randn(5, 2), torch.full((5,), 0.5)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    cond = model.score_fn(labels)(u, t)
+    uncond = model.score_fn()(u, t)
+    guided = model.score_fn(labels, guidance=2.0)(u, t)
+    torch.testing.assert_close(guided, 3.0 * cond - 2.0 * uncond)
+    with pytest.raises(ValueError, match="needs labels"):
+        model.score_fn(guidance=1.0)
+    plain = ScoreModel(VP(), MLP(2, 2, hidden=8, depth=1), (2,))
+    with pytest.raises(ValueError, match="no class conditioning"):
+        plain.score_fn(labels)

@@ -31,6 +31,9 @@ class ScoreModel(nn.Module):
         prediction: ``eps``/``x0``/``v``/``score``; ``mixed``/``score`` for CLD.
         objective: ``dsm`` (VP/sub-VP/VE), ``hsm`` or ``cld_dsm`` (CLD).
         weighting: see :mod:`trilemma.objectives`.
+        label_dropout: with a class-conditional net (``net.num_classes`` set) and labelled
+            batches, the probability of training a sample as unconditional (the null class), so
+            one network serves classifier-free guidance.
     """
 
     def __init__(
@@ -42,8 +45,11 @@ class ScoreModel(nn.Module):
         objective: str | None = None,
         weighting: str | None = None,
         sigma_data: float = 0.5,
+        label_dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
         is_cld = isinstance(process, CLD)
         objective = objective or ("hsm" if is_cld else "dsm")
         if objective not in OBJECTIVES:
@@ -64,11 +70,26 @@ class ScoreModel(nn.Module):
         self.data_shape = tuple(int(s) for s in data_shape)
         self.objective = objective
         self.weighting = weighting
+        self.num_classes: int | None = getattr(net, "num_classes", None)
+        self.label_dropout = float(label_dropout)
         self._importance = likelihood_importance(process) if weighting == "likelihood_is" else None
 
     def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The noise-block score at states ``u``, times ``t``."""
         return self.model(u, t, labels)
+
+    def _labels(self, batch: Tensor | tuple, generator: torch.Generator | None) -> Tensor | None:
+        """Training labels of a batch with label dropout applied (None when unconditional)."""
+        if self.num_classes is None or not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            return None
+        labels = batch[1].to(torch.long)
+        if self.label_dropout > 0:
+            gen_dev = generator.device if generator is not None else "cpu"
+            drop = (
+                torch.rand(labels.shape, generator=generator, device=gen_dev) < self.label_dropout
+            )
+            labels = torch.where(drop.to(labels.device), self.num_classes, labels)
+        return labels
 
     def loss(self, batch: Tensor | tuple, generator: torch.Generator | None = None) -> Tensor:
         """Per-sample training loss of a data batch (a tensor, or ``(x, labels)``)."""
@@ -77,19 +98,38 @@ class ScoreModel(nn.Module):
             raise ValueError(
                 f"batch has sample shape {tuple(x0.shape[1:])}, the model expects {self.data_shape}"
             )
-        kw: dict[str, Any] = {"weighting": self.weighting, "generator": generator}
+        kw: dict[str, Any] = {
+            "weighting": self.weighting,
+            "generator": generator,
+            "labels": self._labels(batch, generator),
+        }
         if self.objective == "dsm":
             return dsm_loss(self.model, self.process, x0, importance=self._importance, **kw)
         if self.objective == "hsm":
             return hsm_loss(self.model, self.process, x0, **kw)
         return cld_dsm_loss(self.model, self.process, x0, **kw)
 
-    def score_fn(self, labels: Tensor | None = None) -> ScoreFn:
-        """A no-grad score function for the samplers."""
+    def score_fn(self, labels: Tensor | None = None, guidance: float = 0.0) -> ScoreFn:
+        """A no-grad score function for the samplers.
+
+        With ``labels`` the score is class-conditional; ``guidance = w > 0`` applies
+        classifier-free guidance ``(1 + w) s(u | c) - w s(u)`` (2 network calls per NFE).
+        """
+        if labels is not None and self.num_classes is None:
+            raise ValueError("labels given, but the network has no class conditioning")
+        if guidance and labels is None:
+            raise ValueError("classifier-free guidance needs labels")
 
         def fn(u: Tensor, t: Tensor) -> Tensor:
             with torch.no_grad():
-                return self.model(u, t, labels)
+                if labels is None:
+                    return self.model(u, t)
+                lab = labels.to(u.device)
+                cond = self.model(u, t, lab)
+                if not guidance:
+                    return cond
+                null = torch.full_like(lab, self.num_classes)
+                return (1.0 + guidance) * cond - guidance * self.model(u, t, null)
 
         return fn
 
@@ -104,9 +144,14 @@ class ScoreModel(nn.Module):
         sampler: str = "em",
         nfe: int = 100,
         generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+        guidance: float = 0.0,
         **opts: Any,
     ):
-        """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult)."""
+        """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult).
+
+        ``labels`` (shape ``(n,)``) and ``guidance`` select class-conditional sampling.
+        """
         from ..samplers import sample as run_sampler
 
         param = next(self.parameters())
