@@ -99,6 +99,7 @@ def build_model(config: Config, data_shape: tuple[int, ...]):
     return _wrap("model", lambda: ScoreModel(
         process, net, tuple(data_shape), prediction=m["prediction"], objective=m["objective"],
         weighting=m["weighting"], sigma_data=m["sigma_data"],
+        label_dropout=m.get("label_dropout", 0.1),
     ))
 
 

@@ -12,6 +12,7 @@ scalars ``seed`` and ``device``::
       objective: dsm              # dsm (VP-type) | hsm, cld_dsm (CLD)
       weighting: quality          # depends on the objective
       sigma_data: 0.5
+      label_dropout: 0.1          # class-conditional nets: share trained as the null class
     data: {name: toy, toy: grid25, n: 50000}
     train: {steps: 5000, batch_size: 512, lr: 2.0e-3, ...}   # trilemma.train.TrainConfig
     sample: {sampler: em, nfe: 100, n: 64, options: {}}
@@ -41,7 +42,9 @@ from typing import Any
 import yaml
 
 SECTIONS = ("seed", "device", "process", "model", "data", "train", "sample")
-MODEL_KEYS = ("net", "prediction", "objective", "weighting", "sigma_data")
+MODEL_KEYS = (
+    "net", "prediction", "objective", "weighting", "sigma_data", "label_dropout"
+)
 SAMPLE_KEYS = ("sampler", "nfe", "n", "options")
 SAMPLE_DEFAULTS: dict[str, Any] = {"sampler": "em", "nfe": 100, "n": 64, "options": {}}
 # net keys the builder derives from the data (and the process: CLD doubles the input)
@@ -614,6 +617,11 @@ def _validate_model(raw: Any, process: str | None, data: str | None,
     if not (_is_num(sd) and sd > 0):
         problems.append(f"model.sigma_data: expected a positive number, got {_show(given)}")
     out["sigma_data"] = sd
+    given = raw.get("label_dropout", 0.1)
+    ld = _coerce(given, float)
+    if not (_is_num(ld) and 0 <= ld < 1):
+        problems.append(f"model.label_dropout: expected a number in [0, 1), got {_show(given)}")
+    out["label_dropout"] = ld
     return out
 
 
