@@ -224,3 +224,20 @@ def test_console_entry_point_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("trilemma: error: ") and "Traceback" not in proc.stderr
+
+
+def test_checkpoint_folder_copied_out_of_its_run_still_samples(toy_run, capsys, tmp_path):
+    """Each checkpoint's state.json carries the full config and data shape."""
+    import shutil
+
+    _, _, run, _ = toy_run
+    lone = tmp_path / "lone"
+    shutil.copytree(latest_checkpoint(run), lone)
+    code, _, err = _run(capsys, "sample", lone, "--sampler", "em", "--nfe", "9", "--n", "40",
+                        "--seed", "1", "--out", tmp_path / "lone.npz")
+    assert code == 0, err
+    ref = tmp_path / "ref.npz"
+    _run(capsys, "sample", latest_checkpoint(run), "--sampler", "em", "--nfe", "9", "--n", "40",
+         "--seed", "1", "--out", ref)
+    np.testing.assert_array_equal(np.load(tmp_path / "lone.npz")["samples"],
+                                  np.load(ref)["samples"])

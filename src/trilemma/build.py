@@ -187,10 +187,14 @@ def locate_run(path: str | os.PathLike) -> SavedRun:
                 f"{FINAL_WEIGHTS}); train first with `trilemma train CONFIG --out {p}`"
             )
     cfg, shape = _run_files(run_dir)
-    if cfg is None:
-        raise FileNotFoundError(f"no {RUN_CONFIG} in the run directory {run_dir} (needed to "
-                                f"rebuild the model of {ckpt})")
     state = _read_json(ckpt / "state.json")
+    meta = state.get("metadata") if isinstance(state, dict) else None
+    if cfg is None and isinstance(meta, dict):  # a checkpoint folder copied out of its run
+        cfg = meta.get("config")
+        shape = tuple(int(s) for s in meta["data_shape"]) if meta.get("data_shape") else None
+    if cfg is None:
+        raise FileNotFoundError(f"no {RUN_CONFIG} in the run directory {run_dir} and no config "
+                                f"in {ckpt / 'state.json'} (needed to rebuild the model)")
     step = state.get("step") if isinstance(state, dict) else None
     weights = ckpt / "ema.safetensors"
     if not weights.is_file():

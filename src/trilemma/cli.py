@@ -211,7 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         trainer = Trainer(model, data, train_config, out, device=device, sample_fn=sample_fn,
-                          progress=not args.quiet)
+                          progress=not args.quiet,
+                          metadata={"config": resolved, "data_shape": list(shape)})
     except ValueError as err:
         raise CLIError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
     out.mkdir(parents=True, exist_ok=True)

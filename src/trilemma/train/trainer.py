@@ -418,7 +418,9 @@ class Trainer:
         sample_fn: SampleFn | None = None,
         progress: bool = True,
         find_unused_parameters: bool = False,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
+        self.metadata = dict(metadata or {})
         if isinstance(config, Mapping):
             config = TrainConfig.from_dict(config)
         if not isinstance(config, TrainConfig):
@@ -501,6 +503,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "bad_steps": self.bad_streak,
             "world_size": self.info.world_size,
+            "metadata": self.metadata,
         }
         path = save_checkpoint(
             self.out_dir,
