@@ -241,3 +241,26 @@ def test_checkpoint_folder_copied_out_of_its_run_still_samples(toy_run, capsys, 
          "--seed", "1", "--out", ref)
     np.testing.assert_array_equal(np.load(tmp_path / "lone.npz")["samples"],
                                   np.load(ref)["samples"])
+
+
+def test_train_under_torchrun_uses_ddp_and_rank_zero_writes(tmp_path):
+    """`torchrun --nproc_per_node=2 -m trilemma.cli train` trains with 2 gloo ranks."""
+    import os
+    import socket
+
+    cfg = _write(tmp_path / "tiny.yaml", TOY)
+    run = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={port}", "-m", "trilemma.cli", "train", str(cfg), "--out", str(run),
+         "--quiet"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = json.loads((latest_checkpoint(run) / "state.json").read_text())
+    assert state["world_size"] == 2
+    assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()

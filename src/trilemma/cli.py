@@ -147,7 +147,22 @@ def _sample_title(config: Config, sampler: str, nfe: int, step: int | None = Non
 
 # --------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    """``trilemma train``: build everything from the config and run the trainer."""
+    """``trilemma train``: build everything from the config and run the trainer.
+
+    Under ``torchrun`` every rank runs it (DDP, gloo on CPU, NCCL on GPU); rank 0 writes.
+    """
+    from .train.distributed import cleanup_distributed, init_distributed
+
+    _set_threads(args.threads)
+    dist = init_distributed()  # under torchrun: one process per rank; a no-op otherwise
+    try:
+        return _train(args, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(args: argparse.Namespace, dist: Any) -> int:
+    """The body of ``trilemma train`` (every rank runs it; rank 0 alone writes files)."""
     import torch
 
     from .build import (
@@ -164,12 +179,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .plots import save_samples
     from .train import Trainer, latest_checkpoint, save_weights
 
-    _set_threads(args.threads)
     overrides = list(args.overrides)
     if args.device is not None:
         overrides.append(f"device={args.device}")
     config = Config.from_dict(apply_overrides(read_yaml(args.config), overrides))
-    device = _device(config.device)
+    device = _device(config.device) if dist.world_size == 1 else str(dist.device)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a directory")
@@ -215,6 +229,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                           metadata={"config": resolved, "data_shape": list(shape)})
     except ValueError as err:
         raise CLIError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
+    if not dist.is_main:  # other ranks train in lock-step; rank 0 writes every file
+        trainer.fit(resume=args.resume)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "config.yaml", config.to_yaml())
     _write_json(out / RUN_CONFIG, resolved)
