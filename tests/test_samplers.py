@@ -163,14 +163,16 @@ def _mode_stats(x: torch.Tensor) -> dict:
     }
 
 
-def _target_spread(proc) -> float:  # noqa: ANN001
-    """Per-mode std of Tweedie's x0_hat at eps over the true std: ``alpha s / sqrt(a^2 s^2 + v)``.
-
-    (``v`` the x-variance of the kernel; for CLD the denoiser removes almost all of it.)
+def _target_spread(proc, denoised: bool = True) -> float:  # noqa: ANN001
+    """Per-mode std over the true std: of Tweedie's x0_hat at eps, ``alpha s / sqrt(a^2 s^2 + v)``
+    (``v`` the x-variance of the kernel; for CLD the denoiser removes almost all of it), or of the
+    noisy state at eps itself (``sqrt(a^2 s^2 + v) / s``) when the sampler does not denoise.
     """
     if proc.k != 1:
         return 1.0
     a, sg = float(proc.alpha(proc.eps)), float(proc.sigma(proc.eps))
+    if not denoised:
+        return math.hypot(a * 0.05, sg) / 0.05
     return a * 0.05 / math.hypot(a * 0.05, sg)
 
 
@@ -204,12 +206,13 @@ def test_oracle_driven_sampler_reproduces_grid25(case: tuple) -> None:
                  generator=torch.Generator().manual_seed(1), **opts)
     assert nfe is None or res.nfe <= nfe
     st = _mode_stats(res.samples)
-    ratio = st["spread"] / _target_spread(proc)
+    target = _target_spread(proc, res.info["denoise"])
+    ratio = st["spread"] / target
     print(f"oracle {name} {opts} {pname} nfe={res.nfe}: {st}, spread/target {ratio:.3f}")
     assert st["modes"] == 25
     assert st["max_dw"] <= 0.03
     assert abs(ratio - 1) <= 0.08
-    assert st["max_spread"] <= 1.35 * _target_spread(proc)
+    assert st["max_spread"] <= 1.35 * target
 
 
 def test_oracle_error_shrinks_as_nfe_grows() -> None:
@@ -392,3 +395,16 @@ def test_nan_score_names_step_and_time(name: str) -> None:
     with pytest.raises(FloatingPointError, match=where + r" \d+ \(t = 0\.[0-4]"):
         sample(name, bad, proc, (4, 2), 40 if name != "ode" else None, grid="uniform"
                if name != "ode" else None)
+
+
+def test_dpm_solver_defaults_to_no_denoising_call_and_spends_it_on_a_step() -> None:
+    """DPM-Solver++ ends at eps (Lu et al.); other samplers add Tweedie's call by default."""
+    proc = get_process("vp")
+    score, calls = _counted(MIX.score_fn(proc))
+    res = sample("dpm2m", score, proc, (8, 2), 10, generator=torch.Generator().manual_seed(0))
+    assert res.nfe == 10 == len(calls) and res.info["steps"] == 10 and not res.info["denoise"]
+    res = sample("dpm2m", score, proc, (8, 2), 10, denoise=True,
+                 generator=torch.Generator().manual_seed(0))
+    assert res.nfe == 10 and res.info["steps"] == 9 and res.info["denoise"]
+    res = sample("em", score, proc, (8, 2), 10, generator=torch.Generator().manual_seed(0))
+    assert res.info["steps"] == 9 and res.info["denoise"]
