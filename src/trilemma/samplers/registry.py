@@ -126,8 +126,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
                         defaults={"eta": 0.0}, description="DDIM (eta = 0 deterministic)"),
     # DPM-Solver++ ends at eps without a denoising call, as in Lu et al.: its data-prediction
     # steps already return a near-clean state, and on grid25 / VP at NFE 10 spending the call on
-    # one more solver step instead of Tweedie gives SW2 0.050 vs 0.053 and per-mode spread 0.87
-    # vs 0.77 of the true one (benchmarks/oracle_samplers.py measures both).
+    # one more solver step instead of Tweedie gives SW2 0.0467 vs 0.0507 and per-mode spread
+    # 0.87 vs 0.77 of the true one (docs/BENCHMARKS.md, headline: 3 seeds x 20000 samples).
     "dpm2m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
                          defaults={"order": 2}, description="DPM-Solver++(2M)", denoise=False),
     "dpm3m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
