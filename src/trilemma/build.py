@@ -62,6 +62,10 @@ def data_shape_of(dataset: Any) -> tuple[int, ...]:
 
 def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
     """The net config with its data-derived sizes filled in (see the module docstring)."""
+    if config.model.get("method") == "lsgm":  # the prior's net is sized for the latent
+        from .methods.lsgm import lsgm_net_kwargs
+
+        return lsgm_net_kwargs(config, data_shape)
     net = dict(config.model["net"])
     k = 2 if config.process["name"] == "cld" else 1
     shape = tuple(data_shape)
@@ -90,9 +94,19 @@ def build_net(config: Config, data_shape: tuple[int, ...]) -> nn.Module:
 
 
 def build_model(config: Config, data_shape: tuple[int, ...]):
-    """The :class:`~trilemma.methods.ScoreModel` (process + net + parametrisation + objective)."""
+    """The :class:`~trilemma.methods.ScoreModel` (process + net + parametrisation + objective),
+    the :class:`~trilemma.methods.lsgm.LSGM` of a ``model.method: lsgm`` config or the
+    :class:`~trilemma.methods.ddgan.DDGAN` of a ``model.method: ddgan`` one."""
     from .methods import ScoreModel
 
+    if config.model.get("method") == "lsgm":
+        from .methods.lsgm import build_lsgm
+
+        return build_lsgm(config, data_shape)
+    if config.model.get("method") == "ddgan":
+        from .methods.ddgan import build_ddgan
+
+        return build_ddgan(config, data_shape)
     process = build_process(config)
     net = build_net(config, data_shape)
     m = config.model

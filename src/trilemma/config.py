@@ -100,8 +100,9 @@ class Config:
         lines = [
             f"process  {self.process['name']}  "
             + _kv({k: v for k, v in self.process.items() if k != "name"}),
-            f"model    net={net_name} prediction={self.model['prediction']} "
-            f"objective={self.model['objective']} weighting={self.model['weighting']}",
+            f"model    net={net_name} "
+            + _kv({k: self.model[k] for k in ("method", "prediction", "objective", "weighting")
+                   if self.model.get(k) is not None}),
             f"data     {self.data['name']}  "
             + _kv({k: v for k, v in self.data.items() if k != "name"}),
             "train    " + _kv(self.train),
@@ -547,6 +548,14 @@ def _validate_model(raw: Any, process: str | None, data: str | None,
     raw = _as_dict("model", raw, problems)
     if raw is None:
         return {}
+    if raw.get("method") == "lsgm":  # LSGM: VAE + latent prior (trilemma.methods.lsgm)
+        from .methods.lsgm import validate_lsgm_model
+
+        return validate_lsgm_model(raw, process, data, problems)
+    if raw.get("method") == "ddgan":  # denoising diffusion GAN (trilemma.methods.ddgan)
+        from .methods.ddgan import validate_ddgan_model
+
+        return validate_ddgan_model(raw, process, data, problems)
     for key in raw:
         if key not in MODEL_KEYS:
             problems.append(f"unknown key 'model.{key}'{_suggest(str(key), MODEL_KEYS)}")
@@ -764,7 +773,12 @@ def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]
     model = _validate_model(raw.get("model"), pname, dname, problems) if "model" in raw else {}
     train = _validate_train(raw.get("train"), seed if _is_int(seed) and seed >= 0 else 0,
                             problems)
-    sample = _validate_sample(raw.get("sample"), pname, problems)
+    if isinstance(raw.get("model"), Mapping) and raw["model"].get("method") == "ddgan":
+        from .methods.ddgan import validate_ddgan_sample
+
+        sample = validate_ddgan_sample(raw.get("sample"), model, problems)
+    else:
+        sample = _validate_sample(raw.get("sample"), pname, problems)
     if problems:
         raise ConfigError(problems)
     return {"process": process, "model": model, "data": data, "train": train,

@@ -6,6 +6,11 @@ per-sample losses of shape ``(B,)``. The batch is passed to ``loss`` exactly as 
 it, moved to the device: a tensor, or a tuple ``(x, labels)`` (the model decides whether it
 uses the labels; :class:`trilemma.methods.ScoreModel` takes ``batch[0]``).
 
+Multi-phase models (GANs such as :class:`trilemma.methods.ddgan.DDGAN`) declare
+``train_phases`` and ``param_groups()`` and take ``loss(batch, generator, phase, step)``; every
+optimizer step then runs the phases in turn, each updating its own parameter group of the one
+optimizer (see :class:`Trainer`), with the same checkpoints, resume, DDP and NaN guard.
+
 Data and determinism:
 
 - ``data`` a **tensor**, a **tuple of tensors** (e.g. ``(x, y)``, same first dimension), a
@@ -104,6 +109,16 @@ def _check_float(
         )
 
 
+def _maybe_float(v: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string: turn numeric strings into floats, keep the rest."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping settings of a training run (validated on creation).
@@ -112,6 +127,10 @@ class TrainConfig:
     ``batch_size * grad_accum`` samples. ``grad_clip = None`` disables clipping (the norm is
     still logged). ``ckpt_every = 0`` / ``sample_every = 0`` checkpoint only at the end / never
     sample; ``keep_last = 0`` keeps every checkpoint. ``bf16`` autocasts the loss on CUDA only.
+    ``group_lr`` sets the learning rate of named parameter groups of a multi-phase model (a GAN,
+    e.g. ``{"g": 1.6e-4, "d": 1.25e-4}``); groups it does not name use ``lr``. Warm-up and the
+    cosine decay scale every group alike (each group decays to the fraction ``min_lr / lr`` of
+    its own rate).
     """
 
     steps: int = 1000
@@ -134,10 +153,13 @@ class TrainConfig:
     max_bad_steps: int = 10
     seed: int = 0
     num_workers: int = 0
+    group_lr: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
+        if isinstance(self.group_lr, Mapping):
+            self.group_lr = {k: _maybe_float(v) for k, v in self.group_lr.items()}
         self.validate()
 
     def validate(self) -> None:
@@ -180,6 +202,16 @@ class TrainConfig:
         _check_int("max_bad_steps", self.max_bad_steps, 1)
         _check_int("seed", self.seed, 0)
         _check_int("num_workers", self.num_workers, 0)
+        if self.group_lr is not None:
+            if not isinstance(self.group_lr, dict) or not all(
+                isinstance(k, str) and k for k in self.group_lr
+            ):
+                raise ValueError(
+                    "TrainConfig.group_lr must be null or a mapping of group names to learning "
+                    f"rates, got {self.group_lr!r}"
+                )
+            for k, v in self.group_lr.items():
+                _check_float(f"group_lr.{k}", v, 0.0, lo_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of the fields."""
@@ -350,17 +382,21 @@ class _Batches:
 
 
 class _CsvLog:
-    """``log.csv``: one row every ``log_every`` steps; on resume rows past the step are cut."""
+    """``log.csv``: one row every ``log_every`` steps; on resume rows past the step are cut.
+
+    Multi-phase models add ``extra`` columns (``loss_<phase>``, ``grad_norm_<phase>``).
+    """
 
     FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "skipped")
 
-    def __init__(self, path: Path, keep_until: int | None) -> None:
+    def __init__(self, path: Path, keep_until: int | None, extra: tuple[str, ...] = ()) -> None:
+        self.fields = self.FIELDS + tuple(extra)
         rows: list[list[str]] = []
         if keep_until is not None and path.is_file():
             with open(path, newline="") as f:
                 reader = csv.reader(f)
                 header = next(reader, None)
-                if header == list(self.FIELDS):
+                if header == list(self.fields):
                     for row in reader:
                         try:
                             if row and int(row[0]) <= keep_until:
@@ -370,24 +406,124 @@ class _CsvLog:
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(self.FIELDS)
+            w.writerow(self.fields)
             w.writerows(rows)
         os.replace(tmp, path)
         self._file = open(path, "a", newline="")  # closed in close()
         self._writer = csv.writer(self._file)
 
     def write(
-        self, step: int, loss: float, lr: float, grad_norm: float, steps_per_s: float, skipped: int
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        steps_per_s: float,
+        skipped: int,
+        extra: tuple[float, ...] = (),
     ) -> None:
         """Append one row and flush."""
         self._writer.writerow(
             [step, f"{loss:.8g}", f"{lr:.8g}", f"{grad_norm:.6g}", f"{steps_per_s:.4g}", skipped]
+            + [f"{v:.8g}" for v in extra]
         )
         self._file.flush()
 
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+
+
+class _PhaseAdapter(nn.Module):
+    """``forward(batch, generator, phase, step)`` -> ``module.loss(...)`` for multi-phase models.
+
+    The DDP entry point of a model with ``train_phases`` (as :class:`LossAdapter` is for the
+    others); the wrapped model stays reachable as ``.module``.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(
+        self, batch: Any, generator: torch.Generator | None = None, phase: str = "", step: int = 0
+    ) -> Tensor:
+        """Per-sample losses of ``phase`` on ``batch`` at optimizer step ``step``."""
+        return self.module.loss(batch, generator=generator, phase=phase, step=step)
+
+
+def _model_phases(model: nn.Module) -> tuple[str, ...] | None:
+    """The model's ``train_phases`` (checked), or None for an ordinary one-loss model."""
+    phases = getattr(model, "train_phases", None)
+    if phases is None:
+        return None
+    if (
+        isinstance(phases, str)
+        or not isinstance(phases, (tuple, list))
+        or not phases
+        or not all(isinstance(p, str) and p for p in phases)
+        or len(set(phases)) != len(phases)
+    ):
+        raise TypeError(
+            f"{type(model).__name__}.train_phases must be a tuple of distinct phase names, got "
+            f"{phases!r}"
+        )
+    if not callable(getattr(model, "param_groups", None)):
+        raise TypeError(
+            f"{type(model).__name__} declares train_phases but has no param_groups() method "
+            "returning {phase: parameters}"
+        )
+    return tuple(phases)
+
+
+def _phase_groups(model: nn.Module, phases: tuple[str, ...]) -> dict[str, list[nn.Parameter]]:
+    """``model.param_groups()`` checked: one disjoint group per phase covering every trainable
+    parameter; frozen parameters are dropped."""
+    raw = model.param_groups()
+    name = type(model).__name__
+    if not isinstance(raw, Mapping) or set(raw) != set(phases):
+        got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
+        raise ValueError(
+            f"{name}.param_groups() must return one group per phase {list(phases)}, got {got}"
+        )
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen: dict[int, str] = {}
+    groups: dict[str, list[nn.Parameter]] = {}
+    for phase in phases:
+        ps = [p for p in raw[phase] if p.requires_grad]
+        for p in ps:
+            if id(p) in seen:
+                raise ValueError(
+                    f"parameter {names.get(id(p), '?')!r} is in the groups of both phase "
+                    f"{seen[id(p)]!r} and {phase!r}"
+                )
+            seen[id(p)] = phase
+        if not ps:
+            raise ValueError(f"{name}.param_groups()[{phase!r}] holds no trainable parameter")
+        groups[phase] = ps
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise ValueError(
+            f"trainable parameters in no group of {name}.param_groups(): {missing[:5]}"
+        )
+    return groups
+
+
+def _wrap_phases(model: nn.Module, device: torch.device) -> nn.Module:
+    """``DDP(_PhaseAdapter(model), find_unused_parameters=True)`` when distributed, else the
+    adapter: each phase leaves the other phases' parameters unused."""
+    adapter = _PhaseAdapter(model)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return adapter
+    if torch.distributed.get_world_size() == 1:
+        return adapter
+    if device.type == "cuda":
+        return DistributedDataParallel(
+            adapter,
+            device_ids=[device.index if device.index is not None else torch.cuda.current_device()],
+            find_unused_parameters=True,
+        )
+    return DistributedDataParallel(adapter, find_unused_parameters=True)
 
 
 class Trainer:
@@ -406,6 +542,19 @@ class Trainer:
             with the global RNG forked (so sampling never changes the training stream).
         progress: tqdm bar (loss, lr, steps/s) on rank 0.
         find_unused_parameters: passed to DDP (needed when some parameters get no gradient).
+
+    Multi-phase models (GANs) declare ``train_phases`` (e.g. ``('d', 'g')``), a
+    ``param_groups() -> {phase: parameters}`` method (disjoint groups covering every trainable
+    parameter) and ``loss(batch, generator, phase, step) -> (B,)``. The optimizer then holds one
+    parameter group per phase (``config.group_lr`` sets their rates; one AdamW, so checkpoints
+    hold every group's state) and each optimizer step runs the phases in order on the same
+    micro-batches: zero the gradients, forward/backward ``phase``'s loss, drop gradients that
+    reached other groups, clip and step ``phase``'s group alone. A phase with a non-finite loss
+    or gradient is not applied and the whole step counts as skipped (the NaN guard); the EMA
+    (of the whole model) is updated after a step whose phases were all finite. ``step`` is the
+    0-based optimizer step (for lazy regularisation). Under DDP the phase adapter is wrapped
+    with ``find_unused_parameters=True``. ``log.csv`` gains ``loss_<phase>`` and
+    ``grad_norm_<phase>`` columns; ``loss`` is their sum, ``lr`` the first group's rate.
     """
 
     def __init__(
@@ -445,13 +594,41 @@ class Trainer:
         self.sample_fn = sample_fn
         self.progress = progress
         self.model = model.to(self.device)
-        self.engine = wrap_model(self.model, self.device, find_unused_parameters)
+        self.phases = _model_phases(self.model)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         if not self._params:
             raise ValueError("model has no trainable parameters (requires_grad=True)")
-        self.optimizer = torch.optim.AdamW(
-            self._params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
+        if self.phases is None:
+            if config.group_lr:
+                raise ValueError(
+                    f"TrainConfig.group_lr names groups {sorted(config.group_lr)}, but "
+                    f"{type(model).__name__} has a single parameter group (no train_phases)"
+                )
+            self.engine = wrap_model(self.model, self.device, find_unused_parameters)
+            self.optimizer = torch.optim.AdamW(
+                self._params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            )
+            self._groups: dict[str, list[nn.Parameter]] = {}
+        else:
+            self._groups = _phase_groups(self.model, self.phases)
+            group_lr = dict(config.group_lr or {})
+            unknown = sorted(set(group_lr) - set(self.phases))
+            if unknown:
+                raise ValueError(
+                    f"TrainConfig.group_lr names unknown group(s) {unknown}; "
+                    f"{type(model).__name__} has groups {list(self.phases)}"
+                )
+            self.engine = _wrap_phases(self.model, self.device)
+            self.optimizer = torch.optim.AdamW(
+                [
+                    {"params": ps, "lr": group_lr.get(name, config.lr), "name": name}
+                    for name, ps in self._groups.items()
+                ],
+                lr=config.lr,
+                betas=config.betas,
+                weight_decay=config.weight_decay,
+            )
+        self._phase_results: dict[str, tuple[float, float, bool]] = {}
 
         def factor(step: int) -> float:
             return lr_factor(step, config)
@@ -557,12 +734,13 @@ class Trainer:
 
     # -- one optimizer step ---------------------------------------------------------------------
 
-    def _grad_norm(self) -> float:
+    def _grad_norm(self, params: list[nn.Parameter] | None = None) -> float:
         """Clip (if configured) and return the total gradient 2-norm before clipping."""
+        params = self._params if params is None else params
         clip = self.config.grad_clip
         if clip is not None:
-            return float(torch.nn.utils.clip_grad_norm_(self._params, clip))
-        grads = [p.grad for p in self._params if p.grad is not None]
+            return float(torch.nn.utils.clip_grad_norm_(params, clip))
+        grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return 0.0
         return float(
@@ -571,8 +749,71 @@ class Trainer:
             )
         )
 
+    def _check_per_sample(self, per: Any, batch: Any) -> None:
+        """Raise unless the loss is a ``(B,)`` tensor of per-sample losses."""
+        n = _batch_len(batch)
+        if not isinstance(per, Tensor) or per.dim() != 1 or (n is not None and per.shape[0] != n):
+            shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
+            raise ValueError(
+                f"{type(self.model).__name__}.loss must return per-sample losses of "
+                f"shape (B,) = ({n},), got {shape}"
+            )
+
+    def _train_step_phases(
+        self, stream: Iterator[Any], autocast: bool
+    ) -> tuple[float, float, bool]:
+        """One optimizer step of a multi-phase model: every phase in order on the same
+        micro-batches, each stepping its own parameter group (see the class docstring)."""
+        cfg = self.config
+        assert self.phases is not None
+        self.model.train()
+        batches = []
+        for _ in range(cfg.grad_accum):
+            batches.append(_to_device(next(stream), self.device))
+            self.micro_batches += 1
+        ddp = isinstance(self.engine, DistributedDataParallel)
+        results: dict[str, tuple[float, float, bool]] = {}
+        for phase in self.phases:
+            self.optimizer.zero_grad(set_to_none=True)
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            for k, batch in enumerate(batches):
+                last = k == len(batches) - 1
+                sync = nullcontext() if (not ddp or last) else self.engine.no_sync()
+                amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
+                with sync:
+                    with amp:
+                        per = self.engine(batch, generator=self.noise, phase=phase, step=self.step)
+                    self._check_per_sample(per, batch)
+                    loss = per.mean() if per.dtype in (torch.float32, torch.float64) else (
+                        per.float().mean()
+                    )
+                    (loss / cfg.grad_accum).backward()
+                total += loss.detach().to(torch.float64)
+            loss_val = float(all_reduce_mean(total / cfg.grad_accum))
+            own = self._groups[phase]
+            mine = {id(p) for p in own}
+            for p in self._params:  # gradients that reached other groups (e.g. D in G's loss)
+                if id(p) not in mine:
+                    p.grad = None
+            gnorm = self._grad_norm(own)
+            ok = math.isfinite(loss_val) and math.isfinite(gnorm)
+            if ok:
+                self.optimizer.step()
+            results[phase] = (loss_val, gnorm, ok)
+        self.optimizer.zero_grad(set_to_none=True)
+        all_ok = all(r[2] for r in results.values())
+        if all_ok:
+            self.ema.update(self.model)
+        self.scheduler.step()
+        self._phase_results = results
+        loss_sum = sum(r[0] for r in results.values())
+        gnorm_total = math.sqrt(sum(r[1] ** 2 for r in results.values()))
+        return loss_sum, gnorm_total, all_ok
+
     def _train_step(self, stream: Iterator[Any], autocast: bool) -> tuple[float, float, bool]:
         """Forward/backward over ``grad_accum`` micro-batches, then step or skip."""
+        if self.phases is not None:
+            return self._train_step_phases(stream, autocast)
         cfg = self.config
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -672,8 +913,14 @@ class Trainer:
                 stacklevel=2,
             )
 
+        phases = self.phases or ()
+        extra_fields = tuple(f"loss_{p}" for p in phases) + tuple(f"grad_norm_{p}" for p in phases)
         log = (
-            _CsvLog(self.out_dir / "log.csv", self.step if (resumed_from or self.step) else None)
+            _CsvLog(
+                self.out_dir / "log.csv",
+                self.step if (resumed_from or self.step) else None,
+                extra_fields,
+            )
             if main
             else None
         )
@@ -689,6 +936,8 @@ class Trainer:
         start_step, t_fit = self.step, time.perf_counter()
         losses: list[float] = []
         norms: list[float] = []
+        phase_vals: dict[str, list[tuple[float, float]]] = {p: [] for p in phases}
+        last_phase: dict[str, float] = {}
         train_time, interval_steps, last_loss = 0.0, 0, math.nan
         first_bad = None
         try:
@@ -702,6 +951,8 @@ class Trainer:
                     self.bad_streak, first_bad = 0, None
                     losses.append(loss)
                     norms.append(gnorm)
+                    for p in phases:
+                        phase_vals[p].append(self._phase_results[p][:2])
                 else:
                     self.skipped_steps += 1
                     self.bad_streak += 1
@@ -726,16 +977,32 @@ class Trainer:
                     last_loss = sum(losses) / len(losses) if losses else math.nan
                     lr = self.optimizer.param_groups[0]["lr"]
                     sps = interval_steps / train_time if train_time > 0 else math.nan
+                    last_phase = {
+                        p: sum(v[0] for v in vals) / len(vals) if vals else math.nan
+                        for p, vals in phase_vals.items()
+                    }
                     if log is not None:
                         mean_norm = sum(norms) / len(norms) if norms else math.nan
-                        log.write(self.step, last_loss, lr, mean_norm, sps, self.skipped_steps)
+                        extra = tuple(last_phase.values()) + tuple(
+                            sum(v[1] for v in vals) / len(vals) if vals else math.nan
+                            for vals in phase_vals.values()
+                        )
+                        log.write(
+                            self.step, last_loss, lr, mean_norm, sps, self.skipped_steps, extra
+                        )
+                    shown = (
+                        {f"loss_{p}": f"{v:.4g}" for p, v in last_phase.items()}
+                        if phases
+                        else {"loss": f"{last_loss:.4g}"}
+                    )
                     pbar.set_postfix(
-                        loss=f"{last_loss:.4g}",
+                        **shown,
                         lr=f"{lr:.3g}",
                         skipped=self.skipped_steps,
                         refresh=False,
                     )
                     losses, norms, train_time, interval_steps = [], [], 0.0, 0
+                    phase_vals = {p: [] for p in phases}
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == end:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
@@ -747,7 +1014,7 @@ class Trainer:
         barrier()
         seconds = time.perf_counter() - t_fit
         done = self.step - start_step
-        return {
+        summary = {
             "step": self.step,
             "loss": last_loss,
             "skipped_steps": self.skipped_steps,
@@ -757,3 +1024,6 @@ class Trainer:
             "resumed_from": resumed_from,
             "out_dir": str(self.out_dir),
         }
+        if phases:  # multi-phase models: the mean loss of each phase over the last interval
+            summary["phase_losses"] = last_phase
+        return summary

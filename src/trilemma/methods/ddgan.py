@@ -1,0 +1,546 @@
+"""Denoising diffusion GANs (Xiao et al. 2022; REFERENCE §8): a few large denoising steps, each a
+conditional GAN.
+
+The forward chain is DDPM's with ``T`` (1..8) steps cut from the VP SDE
+(``beta_min = 0.1``, ``beta_max = 20``):
+
+- ``t_i = (i / T)(1 - t_min) + t_min`` for ``i = 0..T`` (:attr:`DDGANSchedule.times`);
+- ``beta_i = 1 - abar(t_i) / abar(t_{i-1})``, ``abar(t) = alpha_VP(t)^2
+  = exp(-t^2 (beta_max - beta_min) / 2 - t beta_min)``; for ``T = 4``:
+  ``beta = 0.478, 0.849, 0.956, 0.987``;
+- ``abar_i = prod_{j <= i} (1 - beta_j)`` (``abar_0 = 1``: ``x_0`` is the data):
+  ``q(x_i | x_0) = N(sqrt(abar_i) x_0, (1 - abar_i) I)``,
+  ``q(x_i | x_{i-1}) = N(sqrt(1 - beta_i) x_{i-1}, beta_i I)``;
+- the posterior ``q(x_{i-1} | x_i, x_0) = N(c0_i x_0 + ct_i x_i, v_i I)`` with
+  ``c0_i = beta_i sqrt(abar_{i-1}) / (1 - abar_i)``, ``ct_i = (1 - abar_{i-1}) sqrt(1 - beta_i) /
+  (1 - abar_i)``, ``v_i = beta_i (1 - abar_{i-1}) / (1 - abar_i)``; ``v_1 = 0`` and ``c0_1 = 1``
+  (the last step returns the predicted ``x_0``, no noise).
+
+The model: ``p(x_{i-1} | x_i) = int p(z) q(x_{i-1} | x_i, x_0 = G(x_i, z, t_i)) dz``
+(``z ~ N(0, I)``), trained against ``D(x_{i-1}, x_i, t_i)`` with the non-saturating loss, R1
+on the real ``x_{i-1}`` (optionally lazy) and ``i ~ U{1..T}`` per sample
+(:mod:`trilemma.objectives.adversarial`).
+Sampling: ``x_T ~ N(0, I)`` and ``T`` generator calls (NFE = T). Ablations: ``T = 1`` (a plain
+GAN on the data), ``use_z=False`` (a unimodal denoiser: all randomness from the posterior
+noise), ``prediction='xprev'`` (G outputs ``x_{i-1}`` itself, no posterior sampling).
+
+Training protocol (see :class:`trilemma.train.Trainer`): :attr:`DDGAN.train_phases` is
+``('d', 'g')``; each optimizer step runs ``loss(batch, generator, phase='d', step)`` (updates
+the discriminator's parameter group) then ``phase='g'`` (the generator's), on the same data
+batch with fresh ``t``, noise and ``z`` (as the paper's code).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..objectives.adversarial import discriminator_loss, generator_loss, r1_penalty, r1_weight
+from ..processes.base import randn_like
+from ..processes.scalar import VP
+from ..samplers.base import SampleResult
+
+PREDICTIONS = ("x0", "xprev")
+TIME_KINDS = ("raw", "fourier", "sinusoidal")
+SAMPLERS = ("ddgan",)
+
+
+def _expand(c: Tensor, x: Tensor) -> Tensor:
+    """Per-sample coefficients ``(B,)`` -> broadcastable against ``x`` in ``x``'s dtype."""
+    return c.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class DDGANSchedule(nn.Module):
+    """The discretised VP chain of ``num_steps`` steps (module docstring); float64 tables.
+
+    The tables are non-persistent buffers (they follow ``.to(device)``, stay out of the state
+    dict). Step indices ``t`` are integer tensors in ``1..T`` (``0..T`` for the marginals).
+    """
+
+    def __init__(
+        self, num_steps: int, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        if not (isinstance(t_min, (int, float)) and 0 < t_min < 1):
+            raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
+        self.num_steps = num_steps
+        self.process = VP(beta_min, beta_max)
+        self.beta_min, self.beta_max, self.t_min = float(beta_min), float(beta_max), float(t_min)
+        f64 = torch.float64
+        times = torch.arange(num_steps + 1, dtype=f64) / num_steps * (1 - t_min) + t_min
+        abar_sde = self.process.alpha(times).to(f64) ** 2
+        betas = 1.0 - abar_sde[1:] / abar_sde[:-1]
+        alphas = 1.0 - betas
+        abar = torch.cat([torch.ones(1, dtype=f64), torch.cumprod(alphas, 0)])
+        pad = torch.full((1,), math.nan, dtype=f64)  # index 0 has no step
+        tables = {
+            "times": times,
+            "betas": torch.cat([pad, betas]),
+            "alphas": torch.cat([pad, alphas]),
+            "alpha_bars": abar,
+            "post_coef_x0": torch.cat([pad, betas * abar[:-1].sqrt() / (1 - abar[1:])]),
+            "post_coef_xt": torch.cat([pad, (1 - abar[:-1]) * alphas.sqrt() / (1 - abar[1:])]),
+            "post_var": torch.cat([pad, betas * (1 - abar[:-1]) / (1 - abar[1:])]),
+        }
+        for name, value in tables.items():
+            self.register_buffer(name, value, persistent=False)
+
+    # tables are float64 buffers: annotate for type checkers
+    times: Tensor
+    betas: Tensor
+    alphas: Tensor
+    alpha_bars: Tensor
+    post_coef_x0: Tensor
+    post_coef_xt: Tensor
+    post_var: Tensor
+
+    def _index(self, t: Tensor | int, x: Tensor, lo: int = 1) -> Tensor:
+        """Step indices as a long tensor ``(B,)`` on the tables' device, range-checked."""
+        if not isinstance(t, Tensor):
+            t = torch.tensor(int(t))
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],) or t.dtype.is_floating_point:
+            raise ValueError(f"t must be an integer tensor of shape ({x.shape[0]},) or an int, "
+                             f"got {tuple(t.shape)} {t.dtype}")
+        t = t.to(device=self.times.device, dtype=torch.long)
+        if t.numel() and (int(t.min()) < lo or int(t.max()) > self.num_steps):
+            raise ValueError(f"t must lie in {lo}..{self.num_steps}, got range "
+                             f"[{int(t.min())}, {int(t.max())}]")
+        return t
+
+    def time(self, t: Tensor | int, like: Tensor) -> Tensor:
+        """Continuous VP time ``t_i`` of step index ``t`` (the networks' time input)."""
+        idx = self._index(t, like, lo=0)
+        return self.times[idx].to(device=like.device, dtype=like.dtype)
+
+    def sample_steps(self, n: int, generator: torch.Generator | None, device: Any) -> Tensor:
+        """``n`` step indices uniform on ``1..T`` (long, on ``device``)."""
+        gen_dev = generator.device if generator is not None else "cpu"
+        t = torch.randint(1, self.num_steps + 1, (n,), generator=generator, device=gen_dev)
+        return t.to(device)
+
+    def marginal(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None
+                 ) -> Tensor:
+        """A draw of ``x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``, ``t in 0..T``."""
+        idx = self._index(t, x0, lo=0)
+        abar = self.alpha_bars[idx]
+        return _expand(abar.sqrt(), x0) * x0 + _expand((1 - abar).sqrt(), x0) * randn_like(
+            x0, generator)
+
+    def step(self, x_prev: Tensor, t: Tensor | int, generator: torch.Generator | None = None
+             ) -> Tensor:
+        """A draw of ``x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)``."""
+        idx = self._index(t, x_prev)
+        return (_expand(self.alphas[idx].sqrt(), x_prev) * x_prev
+                + _expand(self.betas[idx].sqrt(), x_prev) * randn_like(x_prev, generator))
+
+    def pairs(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """A joint draw ``(x_{t-1}, x_t)`` given ``x_0``: ``q(x_{t-1} | x_0)`` then one step."""
+        x_prev = self.marginal(x0, t - 1, generator)
+        return x_prev, self.step(x_prev, t, generator)
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
+        """Mean and variance ``(B,)`` of ``q(x_{t-1} | x_t, x_0)`` (variance 0 at ``t = 1``)."""
+        idx = self._index(t, x_t)
+        mean = _expand(self.post_coef_x0[idx], x0) * x0 + _expand(self.post_coef_xt[idx], x_t) * x_t
+        return mean, self.post_var[idx].to(device=x_t.device, dtype=x_t.dtype)
+
+    def posterior_sample(self, x_t: Tensor, x0: Tensor, t: Tensor | int,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """A reparameterised draw of ``x_{t-1} ~ q(x_{t-1} | x_t, x_0)`` (differentiable in x_0)."""
+        mean, var = self.posterior(x_t, x0, t)
+        return mean + _expand(var.sqrt(), mean) * randn_like(mean, generator)
+
+    def extra_repr(self) -> str:
+        betas = ", ".join(f"{float(b):.3f}" for b in self.betas[1:])
+        return f"num_steps={self.num_steps}, betas=[{betas}]"
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` do not require grad inside (gradients still flow to inputs)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class DDGAN(nn.Module):
+    """A denoising diffusion GAN: generator, discriminator, schedule and losses.
+
+    Args:
+        generator: ``G(x_t, t, z)`` -> ``x_0`` (or ``x_{t-1}``), e.g.
+            :class:`~trilemma.nets.discriminator.MLPGenerator` / ``ZUNet``; its ``z_dim`` attribute
+            gives the latent width (0 = no latent).
+        discriminator: ``D(x_prev, x_t, t) -> (B,)`` logits.
+        data_shape: shape of one sample, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        num_steps: ``T`` denoising steps (= NFE of sampling); 1 is a plain GAN.
+        beta_min, beta_max, t_min: the VP schedule being discretised.
+        use_z: draw ``z ~ N(0, I)`` for the generator; ``False`` (ablation) needs a generator
+            with ``z_dim = 0``.
+        prediction: ``'x0'`` (DDGAN) or ``'xprev'`` (ablation: G outputs ``x_{t-1}``).
+        r1_gamma: R1 weight ``gamma`` (0 disables it); default DDGAN's CIFAR-10 0.02.
+        lazy_reg: compute R1 every ``lazy_reg`` optimizer steps (1 = every step; default 15,
+            DDGAN's CIFAR-10 setting).
+        r1_rescale: multiply the lazy penalty by ``lazy_reg`` (StyleGAN2); ``False`` = DDGAN.
+    """
+
+    train_phases = ("d", "g")
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        data_shape: tuple[int, ...],
+        num_steps: int = 4,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        t_min: float = 1e-3,
+        use_z: bool = True,
+        prediction: str = "x0",
+        r1_gamma: float = 0.02,
+        lazy_reg: int = 15,
+        r1_rescale: bool = False,
+    ) -> None:
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got "
+                             f"{prediction!r}")
+        if not isinstance(use_z, bool):
+            raise ValueError(f"use_z must be a bool, got {use_z!r}")
+        z_dim = getattr(generator, "z_dim", None)
+        if not isinstance(z_dim, int):
+            raise ValueError("generator must have an integer attribute z_dim (0 = no latent)")
+        if use_z and z_dim < 1:
+            raise ValueError("use_z=True needs a generator with z_dim >= 1")
+        if not use_z and z_dim != 0:
+            raise ValueError(f"use_z=False needs a generator with z_dim = 0, got z_dim={z_dim}")
+        if not isinstance(r1_gamma, (int, float)) or isinstance(r1_gamma, bool) or not (
+                math.isfinite(r1_gamma) and r1_gamma >= 0):
+            raise ValueError(f"r1_gamma must be a finite number >= 0, got {r1_gamma!r}")
+        if not isinstance(lazy_reg, int) or isinstance(lazy_reg, bool) or lazy_reg < 1:
+            raise ValueError(f"lazy_reg must be an integer >= 1, got {lazy_reg!r}")
+        self.G = generator
+        self.D = discriminator
+        self.schedule = DDGANSchedule(num_steps, beta_min, beta_max, t_min)
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.num_steps = num_steps
+        self.use_z, self.z_dim = use_z, z_dim
+        self.prediction = prediction
+        self.r1_gamma, self.lazy_reg, self.r1_rescale = float(r1_gamma), lazy_reg, bool(r1_rescale)
+
+    @property
+    def method_name(self) -> str:
+        """Display name in reports, e.g. ``DDGAN T=4``."""
+        return f"DDGAN T={self.num_steps}" + ("" if self.use_z else " no-z")
+
+    # -- the trainer's multi-phase protocol ------------------------------------------------------
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per training phase: ``{'d': discriminator, 'g': generator}``."""
+        return {"d": list(self.D.parameters()), "g": list(self.G.parameters())}
+
+    def _x0(self, batch: Tensor | tuple | list) -> Tensor:
+        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x0, Tensor) or tuple(x0.shape[1:]) != self.data_shape:
+            shape = tuple(x0.shape[1:]) if isinstance(x0, Tensor) else type(x0).__name__
+            raise ValueError(f"batch has sample shape {shape}, the model expects "
+                             f"{self.data_shape}")
+        return x0
+
+    def latent(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """``z ~ N(0, I)`` of shape ``(n, z_dim)`` (None without a latent)."""
+        if not self.use_z:
+            return None
+        return randn_like(like.new_empty(n, self.z_dim), generator)
+
+    def generate_step(self, x_t: Tensor, t: Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """One denoising step (1 generator call): ``(x_{t-1}, predicted x_0 or x_{t-1})``."""
+        z = self.latent(x_t.shape[0], x_t, generator)
+        out = self.G(x_t, self.schedule.time(t, x_t), z)
+        if self.prediction == "xprev":
+            return out, out
+        return self.schedule.posterior_sample(x_t, out, t, generator), out
+
+    def loss(
+        self,
+        batch: Tensor | tuple,
+        generator: torch.Generator | None = None,
+        phase: str | None = None,
+        step: int = 0,
+    ) -> Tensor:
+        """Per-sample loss of ``phase`` ('d': discriminator + R1, 'g': generator) on a batch.
+
+        ``step`` (the optimizer step, 0-based) decides whether lazy R1 is on.
+        """
+        if phase not in self.train_phases:
+            raise ValueError(f"phase must be one of {', '.join(self.train_phases)}, got {phase!r}")
+        x0 = self._x0(batch)
+        t = self.schedule.sample_steps(x0.shape[0], generator, x0.device)
+        x_prev, x_t = self.schedule.pairs(x0, t, generator)
+        time = self.schedule.time(t, x_t)
+        if phase == "d":
+            weight = r1_weight(step, self.lazy_reg, self.r1_rescale) if self.r1_gamma else 0.0
+            if weight:
+                x_prev = x_prev.detach().requires_grad_(True)
+            with torch.no_grad():
+                fake_prev, _ = self.generate_step(x_t, t, generator)
+            # one discriminator call on [real; fake] (fewer, larger matrix products)
+            logits = self.D(torch.cat([x_prev, fake_prev]), torch.cat([x_t, x_t]),
+                            torch.cat([time, time]))
+            real, fake = logits[: x0.shape[0]], logits[x0.shape[0]:]
+            loss = discriminator_loss(real, fake)
+            if weight:
+                loss = loss + weight * r1_penalty(real, x_prev, self.r1_gamma)
+            return loss
+        fake_prev, _ = self.generate_step(x_t, t, generator)
+        with _frozen(self.D):
+            fake = self.D(fake_prev, x_t, time)
+        return generator_loss(fake)
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def state_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of ``n`` samples."""
+        return (n, *self.data_shape)
+
+    def check_sampler(self, sampler: str, nfe: int | None = None,
+                      options: dict[str, Any] | None = None) -> None:
+        """Raise ``ValueError('sampler: ...' / 'nfe: ...' / 'options: ...')`` for bad arguments."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler: a DDGAN samples with its own chain; use one of: "
+                             f"{', '.join(SAMPLERS)} (got {sampler!r})")
+        if nfe is not None and nfe != self.num_steps:
+            raise ValueError(f"nfe: this DDGAN has T = {self.num_steps} steps, so NFE = "
+                             f"{self.num_steps}; got {nfe}")
+        bad = sorted(set(options or {}) - {"trajectory", "progress"})
+        if bad:
+            raise ValueError(f"options: unknown option(s) {bad} for sampler 'ddgan'; its options: "
+                             "trajectory, progress")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        sampler: str = "ddgan",
+        nfe: int | None = None,
+        generator: torch.Generator | None = None,
+        trajectory: bool = False,
+        progress: bool = False,
+        **opts: Any,
+    ) -> SampleResult:
+        """``n`` samples with ``T`` generator calls: ``x_T ~ N(0, I)``, then for ``t = T..1``
+        ``x_0' = G(x_t, z, t)``, ``x_{t-1} ~ q(x_{t-1} | x_t, x_0')``. ``nfe`` must be ``T`` or
+        None; ``trajectory=True`` keeps every state."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        self.check_sampler(sampler, nfe, opts)
+        param = next(self.G.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            x = randn_like(param.new_empty(self.state_shape(n)), generator)
+            traj = [x] if trajectory else None
+            steps = range(self.num_steps, 0, -1)
+            for i in tqdm(steps, disable=not progress, desc="ddgan", leave=False):
+                t = torch.full((n,), i, dtype=torch.long, device=x.device)
+                x, _ = self.generate_step(x, t, generator)
+                if not torch.isfinite(x).all():
+                    raise FloatingPointError(f"non-finite sample state after step {i} "
+                                             f"(t = {float(self.schedule.times[i]):.4g})")
+                if traj is not None:
+                    traj.append(x)
+        finally:
+            self.train(was_training)
+        return SampleResult(
+            samples=x, state=x, nfe=self.num_steps, trajectory=traj,
+            times=self.schedule.times.flip(0).to(x.device),
+            info={"sampler": "ddgan", "num_steps": self.num_steps, "use_z": self.use_z,
+                  "prediction": self.prediction},
+        )
+
+
+# -- configs (called by trilemma.config / trilemma.build) ----------------------------------------
+
+#: keys of a ``model`` section with ``method: ddgan`` besides the DDGAN arguments
+CONFIG_KEYS = ("method", "net", "disc")
+_NOT_CONFIG = ("generator", "discriminator", "data_shape", "beta_min", "beta_max")
+_DISC_DERIVED = {"mlp": ("in_dim",), "conv": ("in_channels",)}
+
+
+def validate_ddgan_model(raw: dict, process: str | None, data: str | None,
+                         problems: list[str]) -> dict[str, Any]:
+    """Check the ``model`` section of a DDGAN config; append problems; return it resolved.
+
+    Keys: ``method: ddgan``; ``net``, the generator (``name: mlp`` =
+    :class:`~trilemma.nets.discriminator.MLPGenerator` for points, ``unet`` =
+    :class:`~trilemma.nets.discriminator.ZUNet` for images; sizes derived from the data);
+    ``disc``, the discriminator (``mlp`` / ``conv``); and the :class:`DDGAN` arguments
+    (``num_steps``, ``use_z``, ``prediction``, ``r1_gamma``, ``lazy_reg``, ``r1_rescale``,
+    ``t_min``). The schedule's ``beta_min`` / ``beta_max`` come from ``process`` (must be vp).
+    ``use_z: false`` builds the generator with ``z_dim = 0``.
+    """
+    from ..config import (
+        DERIVED_NET_KEYS,
+        Field,
+        _name,
+        check_section,
+        fields_from_signature,
+        non_negative,
+        non_negative_int,
+        one_of,
+        positive_int,
+    )
+    from ..nets.discriminator import DISCRIMINATORS, GENERATORS
+
+    if process is not None and process != "vp":
+        problems.append(f"process.name: DDGAN discretises the VP SDE; use vp (got {process!r})")
+    images = data is not None and data != "toy"
+
+    def t_min_check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+        return None if ok else "a number in (0, 1)"
+
+    checks = {"num_steps": positive_int, "prediction": one_of(*PREDICTIONS),
+              "r1_gamma": non_negative, "lazy_reg": positive_int, "t_min": t_min_check}
+    fields = fields_from_signature(DDGAN, exclude=_NOT_CONFIG, checks=checks)
+    fields = {"method": Field("method", str, "ddgan"), **fields,
+              "objective": Field("objective", str, "adversarial", one_of("adversarial"))}
+    body = {k: v for k, v in raw.items() if k not in ("net", "disc")}
+    out = check_section("model", body, fields, problems)
+
+    def sub(key: str, registry: dict, derived_of: dict, default: str, want: str | None,
+            what: str) -> None:
+        sraw = raw.get(key) if raw.get(key) is not None else {}
+        if not isinstance(sraw, dict):
+            problems.append(f"model.{key}: expected a mapping of keys, got "
+                            f"{type(sraw).__name__}")
+            return
+        name = _name(f"model.{key}", sraw, list(registry), what, problems, default=default)
+        if name is None:
+            return
+        derived = derived_of.get(name, ())
+        for k in derived:
+            if k in sraw:
+                problems.append(f"model.{key}.{k}: is derived from the data; remove it")
+        sf = fields_from_signature(registry[name], exclude=derived)
+        if "time_embed" in sf:
+            sig = inspect.signature(registry[name]).parameters["time_embed"]
+            kinds = TIME_KINDS if sig.default == "raw" else TIME_KINDS[1:]
+            sf["time_embed"].check = one_of(*kinds)
+        for k, check in (("z_dim", non_negative_int), ("time_dim", positive_int),
+                         ("map_dim", positive_int), ("map_layers", positive_int)):
+            if k in sf:
+                sf[k].check = check
+        sf = {"name": Field("name", str, name),
+              "seed": Field("seed", int | None, None, non_negative_int), **sf}
+        vals = {k: v for k, v in sraw.items() if k not in derived}
+        vals["name"] = name
+        out[key] = check_section(f"model.{key}", vals, sf, problems)
+        if want is not None and name != want:
+            kind = "images (n, C, H, W)" if images else "points (n, d)"
+            problems.append(f"model.{key}.name: {name!r} does not fit data {data!r} ({kind}); "
+                            f"use: {want}")
+
+    want_g = None if data is None else ("unet" if images else "mlp")
+    want_d = None if data is None else ("conv" if images else "mlp")
+    sub("net", GENERATORS, DERIVED_NET_KEYS, want_g or "mlp", want_g, "generator")
+    sub("disc", DISCRIMINATORS, _DISC_DERIVED, want_d or "mlp", want_d, "discriminator")
+    net = out.get("net")
+    if net is not None and out.get("use_z") is True and net.get("z_dim") == 0:
+        problems.append("model.net.z_dim: must be >= 1 with use_z: true (or set use_z: false)")
+    out.setdefault("net", {"name": want_g or "mlp"})
+    out.setdefault("disc", {"name": want_d or "mlp"})
+    return out
+
+
+def validate_ddgan_sample(raw: Any, model: dict[str, Any], problems: list[str]
+                          ) -> dict[str, Any]:
+    """Check the ``sample`` section of a DDGAN config: ``sampler: ddgan``, ``nfe = num_steps``."""
+    from ..config import Field, check_section, positive_int
+
+    steps = model.get("num_steps") if isinstance(model.get("num_steps"), int) else None
+    fields = {
+        "sampler": Field("sampler", str, "ddgan"),
+        "nfe": Field("nfe", int, steps if steps is not None else 4, positive_int),
+        "n": Field("n", int, 64, positive_int),
+        "options": Field("options", dict, {}),
+    }
+    n_before = len(problems)
+    out = check_section("sample", raw, fields, problems)
+    if len(problems) > n_before:
+        return out
+    if out["sampler"] not in SAMPLERS:
+        problems.append(f"sample.sampler: a DDGAN samples with its own chain; use one of: "
+                        f"{', '.join(SAMPLERS)} (got {out['sampler']!r})")
+    if steps is not None and out["nfe"] != steps:
+        problems.append(f"sample.nfe: a DDGAN with num_steps = {steps} makes {steps} network "
+                        f"calls; use nfe: {steps} (got {out['nfe']})")
+    if out["options"]:
+        problems.append(f"sample.options: the ddgan sampler takes no options in a config, got "
+                        f"{sorted(out['options'])}")
+    return out
+
+
+def _seeded(seed: int | None, make: Any) -> nn.Module:
+    """Build a module under a forked RNG seeded with ``seed`` (global RNG untouched)."""
+    if seed is None:
+        return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return make()
+
+
+def build_ddgan(config: Any, data_shape: tuple[int, ...]) -> DDGAN:
+    """The :class:`DDGAN` of a ``model.method: ddgan`` config for data of ``data_shape``."""
+    from ..build import _wrap, net_kwargs
+    from ..nets import check_kwargs
+    from ..nets.discriminator import DISCRIMINATORS, GENERATORS
+
+    m = config.model
+    shape = tuple(int(s) for s in data_shape)
+    gen_kw = net_kwargs(config, shape)
+    gname, gseed = gen_kw.pop("name"), gen_kw.pop("seed", None)
+    if not m.get("use_z", True):
+        gen_kw["z_dim"] = 0
+    disc_kw = dict(m.get("disc") or {"name": "mlp"})
+    dname, dseed = disc_kw.pop("name"), disc_kw.pop("seed", None)
+    if dseed is None:
+        dseed = config.seed + 1
+    if dname == "mlp":
+        if len(shape) != 1:
+            raise ValueError(f"model.disc.name: 'mlp' needs points (d,), the data has sample "
+                             f"shape {shape}; use: conv")
+        disc_kw["in_dim"] = shape[0]
+    else:
+        if len(shape) != 3:
+            raise ValueError(f"model.disc.name: 'conv' needs images (C, H, W), the data has "
+                             f"sample shape {shape}; use: mlp")
+        disc_kw["in_channels"] = shape[0]
+
+    def make() -> DDGAN:
+        check_kwargs("generator", gname, GENERATORS[gname], gen_kw)
+        check_kwargs("discriminator", dname, DISCRIMINATORS[dname], disc_kw)
+        gen = _seeded(gseed, lambda: GENERATORS[gname](**gen_kw))
+        disc = _seeded(dseed, lambda: DISCRIMINATORS[dname](**disc_kw))
+        kw = {k: v for k, v in m.items() if k not in (*CONFIG_KEYS, "objective")}
+        return DDGAN(gen, disc, shape, beta_min=config.process["beta_min"],
+                     beta_max=config.process["beta_max"], **kw)
+
+    return _wrap("model", make)

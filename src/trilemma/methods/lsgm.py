@@ -1,0 +1,719 @@
+"""LSGM: a score-based prior in a VAE's latent space, trained end to end (REFERENCE §7).
+
+``LSGM(process, vae, net)`` is what the trainer trains (``loss(batch, generator)``: per-sample
+values) and what ``trilemma sample`` samples (``sample(n, sampler, nfe)``: decoded data). The
+math lives in :mod:`trilemma.objectives.lsgm`; this module wires the parts together:
+
+- **Prior** (:class:`LatentPrior`): the noise-block score of the latent SDE, with LSGM's mixed
+  score ``s = (1 - a) s_N + a s_net``, ``a = sigmoid(logit)`` per latent channel (logit
+  ``-6`` at start). ``s_N`` is the exact score of the diffused ``N(0, I)`` latent
+  (:func:`~trilemma.objectives.lsgm.normal_score`), so ``a = 0`` is exactly the Normal prior.
+  For VP this is LSGM's ``eps = sigma (1 - a) z_t + a eps'``; for CLD ``s_net`` is the CLD
+  paper's ``-v/Sigma_vv - l_t net`` and ``s_N`` the exact velocity score of Normal latents.
+  ``prediction='plain'`` drops the Normal part (``s = s_net``): the ablation.
+- **Stages**: ``vae`` (the VAE with a Normal prior, analytic KL with warm-up, prior frozen),
+  ``joint`` (end to end with the SGM prior, KL/CE coefficient annealed e.g. 0.7 -> 1) and
+  ``prior`` (VAE frozen, the prior alone: the stage-wise baseline).
+- **Weightings**: the encoder always gets the likelihood weighting ``ll`` (the bound); the prior
+  gets ``ll``, ``un`` or ``re``, on its own t-samples (default) or on the encoder's samples
+  reweighted by ``w_prior / r_ll`` (``shared_t=True``: one network pass).
+
+What :meth:`LSGM.loss` returns: per-sample values equal to the NELBO (nats; the bound with
+coefficient 1, what ``log.csv`` shows) whose *gradient* is the training objective's
+(annealed coefficient on entropy + cross entropy; prior parameters trained by the prior
+weighting only, encoder by ``ll`` only). The parts are in :attr:`LSGM.last_parts`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..objectives.lsgm import (
+    PRIOR_WEIGHTINGS,
+    T_SAMPLINGS,
+    LatentTimes,
+    ce_constant,
+    check_latent_process,
+    eps_residual,
+    gaussian_entropy,
+    normal_cross_entropy,
+    normal_score,
+    weight,
+)
+from ..processes.base import LinearProcess, ScoreFn
+from ..processes.cld import CLD
+from ..samplers.base import SampleResult
+
+STAGES = ("vae", "joint", "prior")
+PREDICTIONS = ("mixed", "plain")
+DECODE_MODES = ("sample", "mean")
+PARTS = ("nelbo", "recon", "neg_entropy", "ce", "kl", "prior_loss", "kl_coef", "alpha_mean")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by a per-sample scale."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        (scale,) = ctx.saved_tensors
+        return grad * scale.reshape((-1,) + (1,) * (grad.dim() - 1)).to(grad.dtype), None
+
+
+def scale_grad(x: Tensor, scale: Tensor) -> Tensor:
+    """``x`` unchanged, its gradient scaled per sample by ``scale`` (shape ``(B,)``)."""
+    return _ScaleGrad.apply(x, scale.detach())
+
+
+def _view(c: Tensor, like: Tensor) -> Tensor:
+    return c.to(device=like.device, dtype=like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+# ------------------------------------------------------------------------------- the prior
+class LatentPrior(nn.Module):
+    """Score model of the latent SDE with LSGM's mixed (geometric-mixture) parametrisation.
+
+    Args:
+        process: the latent SDE (VP family or CLD).
+        net: ``net(u, t) -> latent-shaped`` (for CLD it sees ``(z, v)``: ``2 C`` channels).
+        latent_shape: shape of one latent ``(D,)`` or ``(C, H, W)``.
+        prediction: ``mixed`` (Normal + network, mixing weight per channel) or ``plain``.
+        logit_init: initial mixing logit (``-6``: ``a = 0.0025``).
+        mixing_lr_scale: the logit is stored divided by this factor, which multiplies its
+            effective Adam learning rate (Adam moves a parameter by about ``lr`` per step, so
+            from -6 the mixing weight needs ~``6 / lr`` steps to reach 1/2; short runs raise it).
+    """
+
+    def __init__(
+        self,
+        process: LinearProcess,
+        net: nn.Module,
+        latent_shape: tuple[int, ...],
+        prediction: str = "mixed",
+        logit_init: float = -6.0,
+        mixing_lr_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_latent_process(process)
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        if not (isinstance(logit_init, (int, float)) and math.isfinite(logit_init)):
+            raise ValueError(f"logit_init must be a finite number, got {logit_init!r}")
+        if not (isinstance(mixing_lr_scale, (int, float)) and math.isfinite(mixing_lr_scale)
+                and mixing_lr_scale > 0):
+            raise ValueError(f"mixing_lr_scale must be a positive number, got {mixing_lr_scale!r}")
+        self.process = process
+        self.net = net
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.prediction = prediction
+        self.mixing_lr_scale = float(mixing_lr_scale)
+        if prediction == "mixed":
+            init = float(logit_init) / self.mixing_lr_scale
+            self.mixing_logit = nn.Parameter(torch.full((self.latent_shape[0],), init))
+        else:
+            self.register_parameter("mixing_logit", None)
+
+    def mixing(self) -> Tensor | None:
+        """``a = sigmoid(logit)`` per latent channel (None for ``plain``)."""
+        if self.mixing_logit is None:
+            return None
+        return torch.sigmoid(self.mixing_lr_scale * self.mixing_logit)
+
+    def _mixing_view(self, like: Tensor) -> Tensor:
+        a = self.mixing().to(like.dtype)
+        return a.reshape((1, -1) + (1,) * (like.dim() - 2))
+
+    def net_score(self, u: Tensor, t: Tensor) -> Tensor:
+        """The network's score ``s_net``: ``-eps'/sigma`` (VP), ``-v/Sigma_vv - l eps'`` (CLD)."""
+        p = self.process
+        out = self.net(u, t)
+        if isinstance(p, CLD):
+            cov = p.marginal_cov(t)
+            return -_view(p.hsm_ell(t), out) * out - p.noise_part(u) / _view(cov[..., 1, 1], out)
+        return -out / _view(p.sigma(t), out)
+
+    def forward(self, u: Tensor, t: Tensor) -> Tensor:
+        """Noise-block score at states ``u``, times ``t`` (shape ``(B,)``)."""
+        if not isinstance(t, Tensor) or t.dim() == 0:
+            t = torch.full((u.shape[0],), float(t), device=u.device, dtype=u.dtype)
+        s_net = self.net_score(u, t)
+        if self.mixing_logit is None:
+            return s_net
+        a = self._mixing_view(s_net)
+        return (1.0 - a) * normal_score(self.process, u, t) + a * s_net
+
+
+# ------------------------------------------------------------------------------- LSGM
+class LSGM(nn.Module):
+    """A VAE with a score-based latent prior (LSGM), for the trainer and the samplers.
+
+    Args:
+        process: latent SDE: ``vp``, ``vp_cosine``, ``geometric_vp`` or ``cld``.
+        vae: a :class:`~trilemma.nets.vae.VAE` (encoder + decoder).
+        net: the prior's network, sized for the latent (for CLD: ``2 C`` in, ``C`` out).
+        stage: ``vae`` (Normal prior), ``joint`` (end to end) or ``prior`` (VAE frozen).
+        prediction: ``mixed`` (LSGM's mixed score) or ``plain`` (network score only).
+        weighting: the prior's weighting ``ll``/``un``/``re`` (the encoder always uses ``ll``).
+        t_sampling: ``importance`` (LSGM's samplers, see
+            :class:`~trilemma.objectives.lsgm.LatentTimes`) or ``uniform``.
+        shared_t: one t-sample for encoder and prior (the prior's term reweighted by
+            ``w_prior / r_ll``) instead of separate samples; ``ll`` always shares (same loss).
+        logit_init: initial mixing logit.
+        mixing_lr_scale: multiplies the mixing logit's effective learning rate (see
+            :class:`LatentPrior`).
+        kl_start: the KL/CE coefficient at the start of annealing (None: ``1e-4`` for the
+            ``vae`` stage, ``0.7`` for ``joint``); it rises linearly to 1.
+        kl_anneal_steps: training ``loss`` calls (micro-batches) to reach 1; 0 = no annealing.
+        decode: ``sample`` (draw from the decoder) or ``mean`` (its mean) when sampling.
+    """
+
+    def __init__(
+        self,
+        process: LinearProcess,
+        vae: nn.Module,
+        net: nn.Module,
+        stage: str = "joint",
+        prediction: str = "mixed",
+        weighting: str = "ll",
+        t_sampling: str = "importance",
+        shared_t: bool = False,
+        logit_init: float = -6.0,
+        mixing_lr_scale: float = 1.0,
+        kl_start: float | None = None,
+        kl_anneal_steps: int = 0,
+        decode: str = "sample",
+    ) -> None:
+        super().__init__()
+        check_latent_process(process)
+        for name, val, choices in (("stage", stage, STAGES), ("weighting", weighting,
+                                                               PRIOR_WEIGHTINGS),
+                                   ("t_sampling", t_sampling, T_SAMPLINGS),
+                                   ("decode", decode, DECODE_MODES)):
+            if val not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {val!r}")
+        if not isinstance(shared_t, bool):
+            raise ValueError(f"shared_t must be a boolean, got {shared_t!r}")
+        if kl_start is not None and not (isinstance(kl_start, (int, float))
+                                         and 0.0 <= kl_start <= 1.0):
+            raise ValueError(f"kl_start must be a number in [0, 1] or None, got {kl_start!r}")
+        if isinstance(kl_anneal_steps, bool) or not isinstance(kl_anneal_steps, int) \
+                or kl_anneal_steps < 0:
+            raise ValueError(f"kl_anneal_steps must be an integer >= 0, got {kl_anneal_steps!r}")
+        for attr in ("encode", "log_likelihood", "decode", "latent_shape", "data_shape"):
+            if not hasattr(vae, attr):
+                raise TypeError(f"vae must be a trilemma.nets.vae.VAE (has no {attr!r})")
+        self.process = process
+        self.vae = vae
+        self.prior = LatentPrior(process, net, vae.latent_shape, prediction, logit_init,
+                                 mixing_lr_scale)
+        self.data_shape = tuple(vae.data_shape)
+        self.latent_shape = tuple(vae.latent_shape)
+        self.stage = stage
+        self.prediction = prediction
+        self.weighting = weighting
+        self.t_sampling = t_sampling
+        self.shared_t = shared_t or weighting == "ll"
+        self.kl_start = (float(kl_start) if kl_start is not None
+                         else {"vae": 1e-4, "joint": 0.7, "prior": 1.0}[stage])
+        self.kl_anneal_steps = int(kl_anneal_steps)
+        self.decode_mode = decode
+        self.num_classes = None
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.times_ll = LatentTimes(process, "ll", t_sampling)
+        self.times_prior = LatentTimes(process, weighting, t_sampling)
+        self.last_parts: dict[str, float] = {}
+        self._parts_log: Path | None = None
+        self._parts_every = 0
+        self._acc: dict[str, float] = {}
+        self._acc_n = 0
+        frozen = {"vae": self.prior, "prior": self.vae}.get(stage)
+        if frozen is not None:
+            for p in frozen.parameters():
+                p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def train(self, mode: bool = True) -> LSGM:
+        """Train mode, except a frozen VAE (``stage='prior'``) stays in eval mode."""
+        super().train(mode)
+        if self.stage == "prior":
+            self.vae.eval()
+        return self
+
+    def kl_coef(self) -> float:
+        """The KL/CE coefficient now (linear from ``kl_start`` to 1 over ``kl_anneal_steps``)."""
+        if self.kl_anneal_steps == 0 or self.stage == "prior":
+            return 1.0
+        frac = min(1.0, int(self.calls) / self.kl_anneal_steps)
+        return self.kl_start + (1.0 - self.kl_start) * frac
+
+    def attach_parts_log(self, path: str | os.PathLike, every: int = 50) -> None:
+        """Append the mean loss parts every ``every`` training calls to the CSV ``path``."""
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self._parts_log = Path(path)
+        self._parts_every = every
+        if not self._parts_log.is_file():
+            self._parts_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._parts_log, "w", newline="") as f:
+                csv.writer(f).writerow(("calls",) + PARTS)
+
+    def _record(self, parts: dict[str, float]) -> None:
+        self.last_parts = parts
+        if self._parts_log is None:
+            return
+        for k, v in parts.items():
+            self._acc[k] = self._acc.get(k, 0.0) + v
+        self._acc_n += 1
+        if int(self.calls) % self._parts_every == 0:
+            row = [int(self.calls)] + [f"{self._acc.get(k, 0.0) / self._acc_n:.8g}" for k in PARTS]
+            with open(self._parts_log, "a", newline="") as f:
+                csv.writer(f).writerow(row)
+            self._acc, self._acc_n = {}, 0
+
+    # ------------------------------------------------------------------ the objective
+    def _frozen_prior(self, u: Tensor, t: Tensor) -> Tensor:
+        """The prior's score with its parameters detached (gradients reach ``u`` only)."""
+        state = {k: v.detach() for k, v in self.prior.named_parameters()}
+        state.update(dict(self.prior.named_buffers()))
+        return torch.func.functional_call(self.prior, state, (u, t))
+
+    def _x(self, batch: Tensor | tuple | list) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.data_shape:
+            got = tuple(x.shape[1:]) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"batch has sample shape {got}, the model expects {self.data_shape}")
+        return x
+
+    def loss(self, batch: Tensor | tuple | list,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample NELBO (nats) carrying the training objective's gradient (module doc)."""
+        x = self._x(batch)
+        if self.training:
+            self.calls += 1
+        coef = self.kl_coef()
+        parts = self.loss_parts(x, generator, coef)
+        obj, nelbo = parts.pop("objective"), parts["nelbo"]
+        with torch.no_grad():
+            a = self.prior.mixing()
+            summary = {k: float(v.detach().mean()) for k, v in parts.items()}
+            summary.update(kl_coef=coef, alpha_mean=float(a.mean()) if a is not None else 0.0)
+        if self.training:
+            self._record(summary)
+        else:
+            self.last_parts = summary
+        return nelbo.detach() + (obj - obj.detach())
+
+    def loss_parts(self, x: Tensor, generator: torch.Generator | None = None,
+                   coef: float = 1.0) -> dict[str, Tensor]:
+        """All per-sample pieces: ``recon``, ``neg_entropy``, ``ce``, ``kl``, ``nelbo``,
+        ``prior_loss`` and ``objective`` (the differentiable training objective)."""
+        stage = self.stage
+        frozen_vae = stage == "prior"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_vae):
+            mu, log_std = self.vae.encode(x)
+            z0 = self.vae.reparameterize(mu, log_std, generator)
+            recon = -self.vae.log_likelihood(x, z0)
+            neg_ent = -gaussian_entropy(log_std)
+            var = torch.exp(2.0 * log_std)
+        n = x.shape[0]
+        if stage == "vae":
+            ce = normal_cross_entropy(mu, var)
+            zero = torch.zeros_like(ce)
+            obj = recon + coef * (neg_ent + ce)
+            return {"recon": recon, "neg_entropy": neg_ent, "ce": ce, "kl": neg_ent + ce,
+                    "nelbo": recon + neg_ent + ce, "prior_loss": zero, "objective": obj}
+        p = self.process
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_vae):
+            const = ce_constant(p, mu, var).to(x.dtype)
+        z_enc = z0.detach() if frozen_vae else z0
+        if self.shared_t:
+            t, ratio_ll = self.times_ll.sample(n, generator, device=x.device)
+            t64 = t.to(torch.float64)
+            if self.weighting == "ll":
+                ratio_p, scale = ratio_ll, torch.full_like(ratio_ll, coef)
+            else:
+                w_ll = weight(p, "ll", t64)
+                w_p = weight(p, self.weighting, t64)
+                ratio_p = (ratio_ll.to(torch.float64) * w_p / w_ll).to(ratio_ll.dtype)
+                scale = (coef * w_ll / w_p).to(ratio_ll.dtype)
+            tt = t.to(x.dtype)
+            u, noise = p.perturb(z_enc, tt, generator)
+            u_in = u if frozen_vae else scale_grad(u, scale.to(u.device))
+            res = eps_residual(p, self.prior(u_in, tt), noise, t)
+            ce_dsm = ratio_ll.to(x.dtype) * res.detach()
+            prior_loss = ratio_p.to(x.dtype) * res
+            ce = ce_dsm + const
+            # prior_loss: theta-gradient with the prior weighting, z-gradient (through the
+            # scaled u) with coef * w_ll / r_ll: exactly the encoder's share of coef * CE
+            obj = recon + coef * (neg_ent + const) + prior_loss
+        else:
+            t1, r1 = self.times_ll.sample(n, generator, device=x.device)
+            u1, n1 = p.perturb(z_enc, t1.to(x.dtype), generator)
+            if frozen_vae:
+                with torch.no_grad():
+                    s1 = self.prior(u1, t1.to(x.dtype))
+            else:
+                s1 = self._frozen_prior(u1, t1.to(x.dtype))
+            ce = r1.to(x.dtype) * eps_residual(p, s1, n1, t1) + const
+            t2, r2 = self.times_prior.sample(n, generator, device=x.device)
+            u2, n2 = p.perturb(z0.detach(), t2.to(x.dtype), generator)
+            prior_loss = r2.to(x.dtype) * eps_residual(p, self.prior(u2, t2.to(x.dtype)), n2, t2)
+            obj = recon + coef * (neg_ent + ce) + prior_loss
+        return {"recon": recon, "neg_entropy": neg_ent, "ce": ce, "kl": neg_ent + ce,
+                "nelbo": recon + neg_ent + ce, "prior_loss": prior_loss, "objective": obj}
+
+    # ------------------------------------------------------------------ sampling
+    def forward(self, u: Tensor, t: Tensor) -> Tensor:
+        """The latent prior's noise-block score."""
+        return self.prior(u, t)
+
+    def score_fn(self) -> ScoreFn:
+        """A no-grad latent score function for the samplers."""
+
+        def fn(u: Tensor, t: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.prior(u, t)
+
+        return fn
+
+    def state_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of ``n`` latents (the sampler lifts it to a state)."""
+        return (n, *self.latent_shape)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        sampler: str = "em",
+        nfe: int = 100,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+        guidance: float = 0.0,
+        decode: str | None = None,
+        **opts: Any,
+    ) -> SampleResult:
+        """``n`` samples in data space: latents by a sampler of the latent SDE, then decoded.
+
+        ``nfe`` counts the prior's score calls (the decoder runs once more per sample). In the
+        ``vae`` stage the prior is ``N(0, I)``: latents are drawn directly (NFE 0). The
+        latents are in ``result.info['latents']``.
+        """
+        from ..samplers import sample as run_sampler
+
+        if labels is not None or guidance:
+            raise ValueError("LSGM here is unconditional: labels/guidance are not supported")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        mode = decode or self.decode_mode
+        if mode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {list(DECODE_MODES)}, got {mode!r}")
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            if self.stage == "vae":
+                dev = generator.device if generator is not None else param.device
+                z = torch.randn(self.state_shape(n), generator=generator, device=dev,
+                                dtype=param.dtype).to(param.device)
+                res = SampleResult(samples=z, state=z, nfe=0, info={"prior": "normal"})
+            else:
+                res = run_sampler(sampler, self.score_fn(), self.process, self.state_shape(n),
+                                  nfe, generator=generator, device=param.device,
+                                  dtype=param.dtype, **opts)
+            z = res.samples
+            x = self.vae.decode(z, sample=mode == "sample", generator=generator)
+        finally:
+            self.train(was_training)
+        info = {**res.info, "latents": z, "decode": mode}
+        return SampleResult(samples=x, state=res.state, nfe=res.nfe, trajectory=res.trajectory,
+                            times=res.times, info=info)
+
+    # ------------------------------------------------------------------ likelihood
+    def nll(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        n_latents: int = 1,
+        t_min: float | None = None,
+        levels: int | None = None,
+        **ode: Any,
+    ) -> dict[str, Any]:
+        """NELBO (an upper bound on ``-log p(x)``, nats per sample) with the prior's exact
+        probability-flow log-density (:func:`trilemma.likelihood.log_likelihood`; a bound for
+        CLD) at ``z0 ~ q(z0|x)``, averaged over ``n_latents`` draws.
+
+        ``t_min`` (default ``process.train_eps``) is where the ODE starts: the prior is the
+        density of the latent SDE's marginal there, a normalised density, so the ELBO is exact
+        for that generative model. ``ode``: options of ``log_likelihood`` (``rtol``, ``atol``,
+        ``divergence``, ``method``, ...). Returns per-sample ``nelbo``, ``recon``, ``log_q``,
+        ``log_prior`` (float64), ``bits_per_dim`` (``levels`` as in
+        :func:`trilemma.likelihood.bits_per_dim`; None = plain nats / (d ln 2)) and ``nfe``.
+        """
+        from ..likelihood import bits_per_dim, log_likelihood
+
+        x = self._x(x)
+        if isinstance(n_latents, bool) or not isinstance(n_latents, int) or n_latents < 1:
+            raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
+        was_training = self.training
+        self.eval()
+        totals = {"nelbo": 0.0, "recon": 0.0, "log_q": 0.0, "log_prior": 0.0}
+        nfe = 0
+        try:
+            with torch.no_grad():
+                mu, log_std = self.vae.encode(x)
+            for _ in range(n_latents):
+                with torch.no_grad():
+                    z0 = self.vae.reparameterize(mu, log_std, generator)
+                    recon = -self.vae.log_likelihood(x, z0).to(torch.float64)
+                    eps = (z0 - mu) * torch.exp(-log_std)
+                    log_q = (-0.5 * eps.pow(2) - log_std - 0.5 * _LOG_2PI).flatten(1).sum(1)
+                    log_q = log_q.to(torch.float64)
+                if self.stage == "vae":
+                    zf = z0.flatten(1).to(torch.float64)
+                    log_prior = -0.5 * zf.pow(2).sum(1) - 0.5 * zf.shape[1] * _LOG_2PI
+                else:
+                    t0 = self.process.train_eps if t_min is None else t_min
+                    res = log_likelihood(self.prior, self.process, z0, t_min=t0,
+                                         generator=generator, **ode)
+                    log_prior, nfe = res.log_p.to(torch.float64), nfe + res.nfe
+                for key, val in (("recon", recon), ("log_q", log_q), ("log_prior", log_prior),
+                                 ("nelbo", recon + log_q - log_prior)):
+                    totals[key] = totals[key] + val / n_latents
+        finally:
+            self.train(was_training)
+        d = math.prod(self.data_shape)
+        return {**totals, "bits_per_dim": bits_per_dim(totals["nelbo"].neg(), d, levels=levels),
+                "nfe": nfe, "dim": d}
+
+    # ------------------------------------------------------------------ stage-wise weights
+    def load_pretrained(self, path: str | os.PathLike, prior: bool | None = None) -> list[str]:
+        """Load a previous LSGM run's (EMA) weights: the VAE always, the prior when
+        ``prior`` is True (default: when the source run trained it, i.e. its stage was not
+        ``vae``, and its shapes match). Returns the loaded keys; the step counter is not
+        loaded. Used for ``model.init_from`` (stage 1 -> stage 2)."""
+        from ..build import locate_run
+        from ..train import load_weights
+
+        saved = locate_run(path)
+        tensors, _ = load_weights(saved.weights)
+        src_model = (saved.config or {}).get("model", {})
+        if src_model.get("method") != "lsgm":
+            raise ValueError(f"init_from {os.fspath(path)!r} is not an LSGM run "
+                             "(its config has no model.method: lsgm)")
+        if prior is None:
+            prior = src_model.get("stage", "joint") != "vae"
+        own = self.state_dict()
+        vae_keys = [k for k in own if k.startswith("vae.")]
+        missing = [k for k in vae_keys if k not in tensors]
+        bad = [k for k in vae_keys if k in tensors and tensors[k].shape != own[k].shape]
+        if missing or bad:
+            raise ValueError(f"init_from {os.fspath(path)!r}: its VAE does not fit this one "
+                             f"(missing {missing[:4]}, shape mismatch {bad[:4]}); use the same "
+                             "model.vae settings and data")
+        keys = list(vae_keys)
+        if prior:
+            pk = [k for k in own if k.startswith("prior.")]
+            if all(k in tensors and tensors[k].shape == own[k].shape for k in pk):
+                keys += pk
+            elif prior is True and src_model.get("stage") != "vae":
+                raise ValueError(f"init_from {os.fspath(path)!r}: its prior does not fit this "
+                                 "one (same model.net, process and prediction needed)")
+        with torch.no_grad():
+            for k in keys:
+                own[k].copy_(tensors[k].to(own[k].device, own[k].dtype))
+        return keys
+
+    def prepare_training(self, *, run_dir: str | os.PathLike, config: dict,
+                         is_main: bool = True, resume: bool = False) -> None:
+        """Hook of ``trilemma train`` (before the trainer exists, so the EMA starts from the
+        loaded weights): load ``model.init_from`` unless resuming a checkpoint, and append the
+        loss parts to ``RUN_DIR/lsgm_parts.csv`` every ``train.log_every`` calls."""
+        init_from = (config.get("model") or {}).get("init_from")
+        if init_from and not resume:
+            try:
+                self.load_pretrained(init_from)
+            except FileNotFoundError as err:
+                raise ValueError(f"model.init_from: {err}") from None
+        if is_main:
+            every = int((config.get("train") or {}).get("log_every", 50))
+            self.attach_parts_log(Path(run_dir) / "lsgm_parts.csv", every)
+
+
+# ------------------------------------------------------------------------------- config glue
+LSGM_ONLY_KEYS = ("method", "vae", "init_from")
+
+
+def _lsgm_fields():
+    from ..config import Field, fields_from_signature, one_of
+
+    fields = fields_from_signature(LSGM, exclude=("process", "vae", "net"))
+    checks = {"stage": one_of(*STAGES), "prediction": one_of(*PREDICTIONS),
+              "weighting": one_of(*PRIOR_WEIGHTINGS), "t_sampling": one_of(*T_SAMPLINGS),
+              "decode": one_of(*DECODE_MODES),
+              "mixing_lr_scale": lambda v: None if v > 0 else "a positive number",
+              "kl_start": lambda v: None if v is None or 0 <= v <= 1 else "a number in [0, 1]",
+              "kl_anneal_steps": lambda v: None if v >= 0 else "an integer >= 0"}
+    for k, c in checks.items():
+        fields[k].check = c
+    fields["method"] = Field("method", str, "lsgm")
+    fields["objective"] = Field("objective", str, "lsgm", one_of("lsgm"))
+    fields["init_from"] = Field("init_from", str | None, None)
+    return fields
+
+
+def validate_lsgm_model(raw: dict, process: str | None, data: str | None,
+                        problems: list[str]) -> dict[str, Any]:
+    """Check the ``model`` section of an LSGM config (called by :mod:`trilemma.config`).
+
+    Keys: ``method: lsgm``, ``net`` (the prior's network; sizes derived from the latent),
+    ``vae`` (``name: mlp_vae | conv_vae`` + its arguments; sizes derived from the data),
+    ``init_from`` (a stage-1 run folder) and the :class:`LSGM` arguments.
+    """
+    from ..config import (
+        DERIVED_NET_KEYS,
+        Field,
+        _name,
+        check_section,
+        fields_from_signature,
+        non_negative_int,
+    )
+    from ..nets import NETS
+    from ..nets.vae import VAES
+
+    if process is not None and process not in ("vp", "vp_cosine", "geometric_vp", "cld"):
+        problems.append(f"process.name: LSGM's latent process must be one of: vp, vp_cosine, "
+                        f"geometric_vp, cld; got {process!r}")
+    fields = _lsgm_fields()
+    body = {k: v for k, v in raw.items() if k not in ("net", "vae")}
+    out = check_section("model", body, fields, problems)
+    # the VAE
+    vae_raw = raw.get("vae")
+    vae_name = None
+    if not isinstance(vae_raw, dict):
+        problems.append("model.vae: required mapping is missing (e.g. {name: mlp_vae, "
+                        "latent_dim: 2}); use name: " + ", ".join(VAES))
+    else:
+        default = "mlp_vae" if data == "toy" else "conv_vae"
+        vae_name = _name("model.vae", vae_raw, list(VAES), "VAE", problems, default=default)
+        if vae_name is not None:
+            vf = fields_from_signature(VAES[vae_name], exclude=("data_shape",))
+            vf = {"name": Field("name", str, vae_name),
+                  "seed": Field("seed", int | None, None, non_negative_int), **vf}
+            vf["decoder"].check = _one_of_decoders()
+            out["vae"] = check_section("model.vae", {**vae_raw, "name": vae_name}, vf, problems)
+            if data == "toy" and vae_name == "conv_vae":
+                problems.append("model.vae.name: 'conv_vae' needs images; data 'toy' holds "
+                                "points (n, d): use mlp_vae")
+    # the prior's net: flat latents -> mlp, spatial latents -> unet
+    net_raw = raw.get("net") if raw.get("net") is not None else {}
+    if not isinstance(net_raw, dict):
+        problems.append(f"model.net: expected a mapping of keys, got {type(net_raw).__name__}")
+    else:
+        want = "unet" if vae_name == "conv_vae" else "mlp"
+        net_name = _name("model.net", net_raw, list(NETS), "net", problems, default=want)
+        if net_name is not None:
+            derived = DERIVED_NET_KEYS.get(net_name, ())
+            for key in derived:
+                if key in net_raw:
+                    problems.append(f"model.net.{key}: is derived from the latent shape (and "
+                                    "the process: CLD doubles the input); remove it")
+            nf = fields_from_signature(NETS[net_name], exclude=derived)
+            nf = {"name": Field("name", str, None),
+                  "seed": Field("seed", int | None, None, non_negative_int), **nf}
+            body = {k: v for k, v in net_raw.items() if k not in derived}
+            body["name"] = net_name
+            out["net"] = check_section("model.net", body, nf, problems)
+            if vae_name is not None and net_name != want:
+                problems.append(f"model.net.name: {net_name!r} does not fit the latent of "
+                                f"{vae_name!r}; use: {want}")
+    out.setdefault("net", {"name": "mlp"})
+    out["objective"] = "lsgm"
+    return out
+
+
+def _one_of_decoders():
+    from ..config import one_of
+    from ..nets.vae import DECODERS
+
+    return one_of(*DECODERS)
+
+
+def build_vae_from_config(config: Any, data_shape: tuple[int, ...]) -> nn.Module:
+    """The VAE of an LSGM config for ``data_shape``."""
+    from ..nets.vae import build_vae
+
+    vae_cfg = dict(config.model["vae"])
+    if vae_cfg.get("seed") is None:
+        vae_cfg["seed"] = config.seed
+    return build_vae(vae_cfg, tuple(data_shape))
+
+
+def lsgm_net_kwargs(config: Any, data_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The prior net's config with its sizes filled in from the latent shape and process."""
+    from ..config import ConfigError
+    from ..nets.vae import latent_shape_of
+
+    latent = latent_shape_of(config.model["vae"], tuple(data_shape))
+    net = dict(config.model["net"])
+    k = 2 if config.process["name"] == "cld" else 1
+    if net["name"] == "mlp":
+        if len(latent) != 1:
+            raise ConfigError([f"model.net.name: 'mlp' needs a flat latent, this VAE's latent "
+                               f"has shape {latent}; use: unet"])
+        net.update(in_dim=k * latent[0], out_dim=latent[0])
+    else:
+        if len(latent) != 3:
+            raise ConfigError([f"model.net.name: 'unet' needs a spatial latent (C, H, W), this "
+                               f"VAE's latent has shape {latent}; use: mlp"])
+        c, h, w = latent
+        net.update(in_channels=k * c, out_channels=c, image_size=[h, w] if h != w else h)
+    if net.get("seed") is None:
+        net["seed"] = config.seed
+    return net
+
+
+def build_lsgm(config: Any, data_shape: tuple[int, ...]) -> LSGM:
+    """An :class:`LSGM` from a resolved config (called by :func:`trilemma.build.build_model`)."""
+    from ..build import _wrap, build_process
+    from ..config import ConfigError
+    from ..nets import build_net
+
+    m = config.model
+    if m["vae"].get("decoder") == "bernoulli" and not config.data.get("binarize"):
+        raise ConfigError(["model.vae.decoder: 'bernoulli' needs binary data; set "
+                           "data.binarize: threshold (or stochastic)"])
+    process = build_process(config)
+    vae = _wrap("model.vae", lambda: build_vae_from_config(config, data_shape))
+    kw = lsgm_net_kwargs(config, data_shape)
+    net = _wrap("model.net", lambda: build_net(kw))
+    args = {k: m[k] for k in ("stage", "prediction", "weighting", "t_sampling", "shared_t",
+                              "logit_init", "mixing_lr_scale", "kl_start", "kl_anneal_steps",
+                              "decode")}
+    return _wrap("model", lambda: LSGM(process, vae, net, **args))
+
+
+__all__ = [
+    "DECODE_MODES",
+    "LSGM",
+    "PARTS",
+    "PREDICTIONS",
+    "STAGES",
+    "LatentPrior",
+    "build_lsgm",
+    "lsgm_net_kwargs",
+    "scale_grad",
+    "validate_lsgm_model",
+]

@@ -1,0 +1,309 @@
+"""``trilemma evaluate`` end to end on tiny runs: files, NFE, oracle metrics, image metrics,
+provenance and user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from trilemma.build import load_run, make_generator
+from trilemma.cli import main
+from trilemma.evaluate import EvaluationError, SamplerRequest, parse_options, parse_samplers
+from trilemma.metrics.features import load_classifier
+from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
+from trilemma.metrics.prdc import prdc
+from trilemma.oracle import get_mixture
+from trilemma.report import _fmt
+
+TOY = {
+    "seed": 1,
+    "device": "cpu",
+    "process": {"name": "vp"},
+    "model": {"net": {"name": "mlp", "hidden": 16, "depth": 1}},
+    "data": {"name": "toy", "toy": "grid25", "n": 512},
+    "train": {"steps": 30, "batch_size": 64, "lr": 3e-3, "log_every": 10},
+    "sample": {"sampler": "em", "nfe": 6, "n": 20},
+}
+DIGITS = {
+    "device": "cpu",
+    "process": {"name": "vp"},
+    "model": {"net": {"name": "unet", "base_channels": 8, "channel_mults": [1],
+                      "num_res_blocks": 1, "dropout": 0.0}},
+    "data": {"name": "digits"},
+    "train": {"steps": 2, "batch_size": 16, "log_every": 1},
+    "sample": {"sampler": "ddim", "nfe": 3, "n": 6},
+}
+N_TOY, BATCH_TOY = 60, 30
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _train(root: Path, name: str, cfg: dict) -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(root / name), "--quiet"]) == 0
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A 30-step toy VP run evaluated with two samplers (plus a small likelihood)."""
+    root = tmp_path_factory.mktemp("evaluate_toy")
+    run = _train(root, "toyvp", TOY)
+    rep = root / "report"
+    code = main(["evaluate", str(run), "--samplers", "em:6,dpm2m:5", "--n", str(N_TOY),
+                 "--batch", str(BATCH_TOY), "--seed", "4", "--out", str(rep), "--nll", "6",
+                 "--quiet"])
+    assert code == 0
+    return root, run, rep, json.loads((rep / "results.json").read_text())
+
+
+def test_toy_report_files_and_values(toy):
+    _, _, rep, res = toy
+    for name in ("results.json", "results.csv", "quality_vs_nfe.png", "quality_vs_time.png",
+                 "diversity_vs_nfe.png", "report.html"):
+        assert (rep / name).is_file(), name
+    for name in ("quality_vs_nfe.png", "quality_vs_time.png", "diversity_vs_nfe.png"):
+        with Image.open(rep / name) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+    rows = res["runs"][0]["rows"]
+    assert [r["label"] for r in rows] == ["em", "dpm2m"]
+    for r in rows:
+        assert (rep / r["grid"]).is_file() and (rep / r["samples_file"]).is_file()
+    html = (rep / "report.html").read_text()
+    # every plot and both grids embedded, nothing linked
+    assert html.count("src='data:image/png;base64,") == 3 + len(rows)
+    assert "src='grids/" not in html
+    for r in rows:  # the table shows the numbers of results.json
+        for key in ("sw2", "quality", "kl_weights", "precision", "recall"):
+            assert f">{_fmt(r['metrics'][key])}<" in html, key
+        assert f">{_fmt(1e3 * r['seconds_per_sample'])}<" in html
+    assert f"n = {N_TOY}" in html and "seed" in html
+    with open(rep / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["kind"] for t in table] == ["baseline", "sample", "sample"]
+    assert [t["sampler"] for t in table[1:]] == ["em", "dpm2m"]
+    assert float(table[1]["sw2"]) == pytest.approx(rows[0]["metrics"]["sw2"], rel=1e-12)
+    assert int(table[2]["n"]) == N_TOY and int(table[2]["seed"]) == 4
+
+
+def test_nfe_and_timing_recorded(toy):
+    _, _, _, res = toy
+    rows = res["runs"][0]["rows"]
+    assert [(r["nfe_budget"], r["nfe"], r["nfe_min"], r["nfe_max"]) for r in rows] == \
+        [(6, 6, 6, 6), (5, 5, 5, 5)]
+    for r in rows:
+        assert r["n"] == N_TOY and r["batch_size"] == BATCH_TOY
+        assert r["timed_samples"] == N_TOY - BATCH_TOY  # the first batch is the warm-up
+        assert r["seconds_per_sample"] == pytest.approx(r["timed_seconds"] / r["timed_samples"])
+        assert 0 < r["seconds_per_sample"] < 1
+        assert r["peak_memory_mb"] is not None and r["peak_memory_mb"] >= 0
+        assert r["memory_method"]
+    assert res["settings"]["n"] == N_TOY and res["settings"]["seed"] == 4
+    assert res["environment"]["torch"] == torch.__version__
+
+
+def test_samples_are_the_seeded_model_samples(toy):
+    """Batch 1 of the saved samples is exactly model.sample from the seed (no hidden RNG)."""
+    _, run, rep, res = toy
+    model, _, _ = load_run(run, "cpu")
+    for r in res["runs"][0]["rows"]:
+        saved = np.load(rep / r["samples_file"])["samples"]
+        assert saved.shape == (N_TOY, 2)
+        again = model.sample(BATCH_TOY, r["sampler"], r["nfe_budget"],
+                             generator=make_generator(4, "cpu")).samples
+        np.testing.assert_array_equal(saved[:BATCH_TOY], again.numpy())
+
+
+def test_oracle_metrics_equal_the_library_on_the_same_samples(toy):
+    _, _, rep, res = toy
+    run = res["runs"][0]
+    prov = run["reference"]
+    assert prov["kind"] == "oracle" and prov["toy"] == "grid25"
+    mix = get_mixture("grid25")
+    ref, _ = mix.sample(prov["n_reference"],
+                        torch.Generator().manual_seed(prov["reference_seed"]),
+                        dtype=torch.float64)
+    dirs = random_directions(2, prov["n_projections"],
+                             torch.Generator().manual_seed(prov["directions_seed"]))
+    for r in run["rows"]:
+        x = torch.from_numpy(np.load(rep / r["samples_file"])["samples"])
+        want = oracle_report(mix, x, reference_samples=SlicedReference(ref, directions=dirs))
+        got = r["metrics"]
+        for key in ("sw2", "quality", "modes_covered", "n_modes", "kl_weights",
+                    "spread_ratio", "spread_ratio_median", "mode_offset", "within_mode_sw2"):
+            if want[key] != want[key]:  # NaN -> None in JSON
+                assert got[key] is None
+            else:
+                assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12), key
+        assert got["mode_coverage"] == pytest.approx(want["coverage"])
+        assert got["mode_counts"] == want["counts"]
+        want_prdc = prdc(ref[:N_TOY], x)
+        for key in ("precision", "recall", "density", "coverage"):
+            assert got[key] == pytest.approx(want_prdc[key], abs=1e-12), key
+        assert got["sw2_floor"] == pytest.approx(prov["sw2_floor"]["mean"])
+    # the baseline (exact samples) behaves like exact samples: all within 3 sigma but ~0.3%
+    # (binomial s.d. at n = 60: 0.007), every mode of 25 with ~2.4 expected samples each
+    # covered with probability ~0.9 per mode, so >= 17 of 25 is a loose bound
+    base = run["baseline"]["metrics"]
+    assert base["quality"] >= 0.97 and base["modes_covered"] >= 17
+    assert base["sw2"] < 3 * prov["sw2_floor"]["mean"]
+
+
+def test_toy_likelihood_recorded(toy):
+    _, _, _, res = toy
+    nll = res["runs"][0]["nll"]
+    assert nll["n"] == 6 and nll["divergence"] == "exact" and nll["levels"] is None
+    assert np.isfinite(nll["bits_per_dim"]) and nll["nfe_mean"] >= 8
+    assert np.isfinite(nll["true_bits_per_dim"])  # the oracle's own NLL of the same points
+
+
+# ----------------------------------------------------------------------------- images
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate_digits")
+    run = _train(root, "digvp", DIGITS)
+    clf = root / "clf.safetensors"
+    assert main(["features", "train", "digits", "--steps", "3", "--out", str(clf),
+                 "--quiet"]) == 0
+    return root, run, clf
+
+
+def test_digits_metrics_with_extractor_hash_and_provenance(digits, capsys):
+    root, run, clf = digits
+    rep = root / "rep_given"
+    code, out, err = _run(capsys, "evaluate", run, "--samplers", "ddim:3,em:4", "--n", "12",
+                          "--batch", "6", "--out", rep, "--features", clf, "--nll", "3",
+                          "--cache-dir", root / "cache", "--quiet")
+    assert code == 0, err
+    res = json.loads((rep / "results.json").read_text())
+    run_rec = res["runs"][0]
+    sha = load_classifier(clf).fingerprint
+    ext = run_rec["extractor"]
+    assert ext["sha256"] == sha and ext["source"] == "given" and ext["metric_name"] == "FD-digits"
+    assert 0 <= ext["test_accuracy"] <= 1
+    prov = run_rec["reference"]
+    assert (prov["dataset"], prov["split"], prov["n"]) == ("digits", "test", 359)
+    assert prov["extractor_sha256"] == sha and len(prov["data_sha256"]) == 64
+    for r in run_rec["rows"]:
+        m = r["metrics"]
+        assert r["nfe"] == r["nfe_budget"]
+        for key in ("FD-digits", "precision", "recall", "density", "coverage", "IS-digits"):
+            assert m[key] is not None and np.isfinite(m[key]), key
+        assert m["FD-digits"] >= 0 and 1 <= m["IS-digits"] <= 10
+        assert "FID" not in m
+    assert run_rec["baseline"]["label"] == "real data (digits train split)"
+    # n below what the metrics need: warned, in the results and in the report
+    assert any("n = 12" in w and "FD-digits" in w for w in run_rec["warnings"])
+    assert any("not FID" in w for w in run_rec["warnings"])
+    html = (rep / "report.html").read_text()
+    assert sha in html and "FD-digits" in html and "<b>not</b> FID" in html
+    assert "n = 12" in html
+    nll = run_rec["nll"]
+    assert nll["levels"] == 17 and nll["divergence"] == "hutchinson" and nll["n"] == 3
+    assert np.isfinite(nll["bits_per_dim"])
+    assert sha in out and "warning" in err
+    with Image.open(rep / run_rec["rows"][0]["grid"]) as img:
+        assert img.size == (4 * 33 + 1, 3 * 33 + 1)  # 12 digits, 8 px tiles enlarged to 32
+
+
+def test_classifier_is_trained_once_and_cached(digits, capsys):
+    root, run, _ = digits
+    cache = root / "cache2"
+    hashes = []
+    for i, want in enumerate(("trained now", "cache")):
+        rep = root / f"rep_cache{i}"
+        code, _, err = _run(capsys, "evaluate", run, "--samplers", "ddim:3", "--n", "8",
+                            "--batch", "8", "--out", rep, "--cache-dir", cache,
+                            "--classifier-steps", "2", "--quiet")
+        assert code == 0, err
+        ext = json.loads((rep / "results.json").read_text())["runs"][0]["extractor"]
+        assert ext["source"] == want and Path(ext["path"]).parent == cache
+        hashes.append(ext["sha256"])
+    assert hashes[0] == hashes[1] == load_classifier(Path(ext["path"])).fingerprint
+
+
+# ----------------------------------------------------------------------------- errors
+def test_user_errors_exit_2_with_messages(toy, digits, capsys, tmp_path):
+    _, run, _, _ = toy
+    _, drun, clf = digits
+    out = tmp_path / "r"
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["evaluate", tmp_path / "empty", "--samplers", "em:5", "--out", out],
+         "holds no checkpoint"),
+        (["evaluate", run, "--samplers", "sscs:10", "--out", out],
+         "'sscs' does not fit process 'vp'; use one of:"),
+        (["evaluate", run, "--samplers", "em:5", "--n", "3", "--out", out],
+         "need at least k + 1 = 6 samples"),
+        (["evaluate", run, "--samplers", "em:5", "--features", clf, "--out", out],
+         "classifier features are for image data"),
+        (["evaluate", run, "--samplers", "em:5", "--inception", "--out", out],
+         "FID needs image data"),
+        (["evaluate", run, "--samplers", "em", "--out", out], "needs an NFE budget"),
+        (["evaluate", run, "--samplers", "em:abc", "--out", out], "neither an NFE budget"),
+        (["evaluate", run, "--samplers", "em:5", "--opt", "eta=1", "--out", out],
+         "SAMPLER.KEY=VALUE"),
+        (["evaluate", run, "--samplers", "ddim:5", "--opt", "ddim.foo=1", "--out", out],
+         "unknown option(s) ['foo']"),
+        (["evaluate", drun, "--samplers", "ddim:3", "--features", tmp_path / "nope.st",
+          "--out", out], "no classifier file"),
+        (["evaluate", run, "run2", "--samplers", "em:5", "--label", "a", "--out", out],
+         "give one per run"),
+        (["features", "train", "mnist", "--steps", "1", "--out", tmp_path / "m.st"],
+         "pass data_root"),
+    ]
+    for argv, msg in cases:
+        code, _, err = _run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert msg in err, (msg, err)
+        assert "Traceback" not in err
+    assert not (out / "results.json").exists()
+
+
+def test_several_runs_share_one_report(toy, capsys, tmp_path):
+    root, run, _, _ = toy
+    cld = _train(tmp_path, "toycld", {**TOY, "process": {"name": "cld"},
+                                      "train": {**TOY["train"], "steps": 3},
+                                      "sample": {"sampler": "sscs", "nfe": 6, "n": 10}})
+    rep = tmp_path / "both"
+    code, _, err = _run(capsys, "evaluate", run, cld, "--samplers", "em:5,sscs:6", "--n", "20",
+                        "--batch", "20", "--out", rep, "--quiet")
+    assert code == 0, err
+    res = json.loads((rep / "results.json").read_text())
+    got = {(r["label"], tuple(row["sampler"] for row in r["rows"])) for r in res["runs"]}
+    assert got == {("toyvp", ("em",)), ("toycld", ("em", "sscs"))}
+    vp = next(r for r in res["runs"] if r["label"] == "toyvp")
+    assert vp["skipped"][0]["sampler"] == "sscs" and "does not fit" in vp["skipped"][0]["reason"]
+    assert {r["method"] for r in res["runs"]} == {"VP", "CLD"}
+    # a sampler that fits none of the runs is an error
+    code, _, err = _run(capsys, "evaluate", run, cld, "--samplers", "nosuch:5", "--out",
+                        tmp_path / "x")
+    assert code == 2 and "fits none of the runs" in err
+
+
+# ----------------------------------------------------------------------------- parsing
+def test_parse_samplers_and_options():
+    reqs = parse_samplers("sscs:20, gddim:10/20:order=2,ode,ddim:5:eta=0.5")
+    assert [(r.name, r.nfe, r.options) for r in reqs] == [
+        ("sscs", 20, {}), ("gddim", 10, {"order": 2}), ("gddim", 20, {"order": 2}),
+        ("ode", None, {}), ("ddim", 5, {"eta": 0.5})]
+    assert reqs[1].label == "gddim[order=2]"
+    assert SamplerRequest("em", 5).label == "em"
+    assert parse_options(["gddim.order=2", "ddim.eta=0.3"]) == {"gddim": {"order": 2},
+                                                                 "ddim": {"eta": 0.3}}
+    for bad, msg in (("", "empty"), ("em:0", "positive"), (":5", "no sampler name"),
+                     ("em:5:=3", "no key")):
+        with pytest.raises(EvaluationError, match=msg):
+            parse_samplers(bad)
