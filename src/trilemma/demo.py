@@ -34,7 +34,7 @@ TOY_CLD = {
     },
     "data": {"name": "toy", "toy": "grid25", "n": 100_000},
     "train": {
-        "steps": 3000,
+        "steps": 6000,
         "batch_size": 1024,
         "lr": 2.0e-3,
         "warmup_steps": 100,
