@@ -23,8 +23,10 @@ What is measured, per (sampler, budget):
   (:mod:`trilemma.metrics.features`), compared with the features of the data set's held-out
   split (:func:`~trilemma.metrics.reference.reference_stats`, provenance recorded): the
   Fréchet distance ``FD-<dataset>`` (**not** FID), precision / recall (k = 3), density /
-  coverage (k = 5) and the classifier Inception score ``IS-<dataset>``. Samples are clamped to
-  [-1, 1] first (as writing them as images would). FID proper only with Inception weights on
+  coverage (k = 5) and the classifier Inception score ``IS-<dataset>``, with
+  ``FD-<dataset>_sd``, the standard deviation of the Fréchet distance over 20 bootstrap
+  resamples of the samples (reference fixed). Samples are clamped to [-1, 1] first (as
+  writing them as images would). FID proper only with Inception weights on
   disk (``inception=PATH`` or ``'auto'``; never downloaded).
 - on toy data drawn from an oracle mixture (``data.name: toy`` with ``data.toy`` in
   :data:`trilemma.oracle.MIXTURES`): :func:`~trilemma.metrics.mixture.oracle_report` against a
@@ -89,6 +91,8 @@ TOY_DIRECTIONS_SEED = 10_009
 TOY_BASELINE_SEED = 10_037
 TOY_FLOOR_SEED = 10_039
 NLL_SEED_OFFSET = 77_777
+#: bootstrap resamples for the Fréchet distance's standard deviation
+FD_BOOTSTRAP = 20
 #: image data sets the classifier features can handle
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 
@@ -531,6 +535,23 @@ def features_and_logits(clf: Any, x: Tensor, batch_size: int = 500) -> tuple[Ten
     return torch.cat(feats), torch.cat(logits)
 
 
+def fd_bootstrap_sd(reference: dict[str, Any], feats: Tensor, repeats: int = FD_BOOTSTRAP,
+                    seed: int = 0) -> float | None:
+    """Standard deviation of the Fréchet distance over bootstrap resamples of the samples'
+    features (reference fixed): how much FD moves with the draw of n samples."""
+    from .metrics.frechet import frechet_distance, gaussian_stats
+
+    if len(feats) < 2 or repeats < 2:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(repeats):
+        idx = torch.randint(0, len(feats), (len(feats),), generator=gen)
+        mu, cov = gaussian_stats(feats[idx])
+        vals.append(frechet_distance(reference["mu"], reference["cov"], mu, cov))
+    return float(np.std(vals, ddof=1))
+
+
 def _quiet_warning(metric: str, n: int, dim: int | None = None) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SampleSizeWarning)
@@ -552,7 +573,8 @@ def image_metrics(
     feats, logits = features_and_logits(clf, x)
     comp = compare_to_reference(reference, feats, warn=False)
     name = comp["metric"]
-    out: dict[str, Any] = {name: comp["fd"]}
+    out: dict[str, Any] = {name: comp["fd"],
+                           f"{name}_sd": fd_bootstrap_sd(reference, feats)}
     for key in ("precision", "recall", "density", "coverage"):
         out[key] = comp[key]
     msgs = list(comp["warnings"])

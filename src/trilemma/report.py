@@ -83,7 +83,7 @@ def _fmt(x: Any, digits: int = 4) -> str:
 def _metric_rank(key: str) -> tuple[int, str]:
     for i, prefix in enumerate(METRIC_ORDER):
         if key == prefix or (prefix.endswith("-") and key.startswith(prefix)):
-            return (i * 2 + (1 if key.endswith("_std") else 0), key)
+            return (i * 2 + (1 if key.endswith(("_std", "_sd")) else 0), key)
     return (len(METRIC_ORDER) * 2, key)
 
 
@@ -197,9 +197,11 @@ def _styles(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 def _baseline_lines(ax: Any, run: dict[str, Any], key: str, color: Any) -> None:
     base = run.get("baseline") or {}
     val = (base.get("metrics") or {}).get(key)
-    if val is not None:
+    drawn = ax.__dict__.setdefault("_trilemma_baselines", set())
+    if val is not None and (base["label"], val) not in drawn:  # one line per distinct baseline
+        drawn.add((base["label"], val))
         ax.axhline(val, color=color, ls=":", lw=1.2,
-                   label=f"{run['label']}: {base['label']} (n={base['n']})")
+                   label=f"{base['label']} (n={base['n']})")
     if key == "sw2":
         floor = ((run.get("reference") or {}).get("sw2_floor") or {})
         if floor.get("mean") is not None:
@@ -355,7 +357,7 @@ def _kv(items: Sequence[tuple[str, Any]]) -> str:
 def _best(rows: list[dict[str, Any]], key: str) -> Any:
     vals = [r.get(key) for r in rows if r.get("kind") == "sample"
             and isinstance(r.get(key), (int, float)) and r.get("error") is None]
-    if not vals or key.endswith("_std") or key in ("n_modes", "sw2_floor"):
+    if not vals or key.endswith(("_std", "_sd")) or key in ("n_modes", "sw2_floor"):
         return None
     return max(vals) if key in HIGHER_IS_BETTER or key.startswith("IS-") else min(vals)
 
@@ -469,6 +471,9 @@ GLOSSARY = (
     ("FD-<dataset>", "Fréchet distance between Gaussian fits of the samples' and the reference's "
      "features from a classifier trained on the data set (lower is better). Not FID: another "
      "network, and biased upward at small n (compare only at equal n, same classifier)."),
+    ("FD-<dataset>_sd", "standard deviation of FD-<dataset> over 20 bootstrap resamples of "
+     "the samples (reference fixed): differences between samplers smaller than about twice "
+     "this are noise."),
     ("FID", "the same on Inception-v3 pool features; standard protocol: 50k samples."),
     ("precision / recall", "k = 3 nearest-neighbour balls (Kynkäänniemi et al. 2019): share of "
      "samples inside the real data's manifold (fidelity) / share of real data inside the "
