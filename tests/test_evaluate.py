@@ -317,6 +317,46 @@ def test_fd_bootstrap_sd_matches_the_spread_over_independent_draws():
     assert np.mean(boot) == pytest.approx(np.std(fds, ddof=1), rel=0.35)
 
 
+def test_ddgan_and_lsgm_runs_plug_in(toy, capsys, tmp_path):
+    """Any model with sample(n, sampler, nfe, generator) works: DDGAN (own sampler, fixed NFE =
+    T) and LSGM (registry samplers on its latent SDE, NELBO as likelihood) share one report."""
+    tiny = {"hidden": 16, "depth": 1}
+    ddgan = _train(tmp_path, "ddg", {
+        **TOY, "model": {"method": "ddgan", "num_steps": 3, "net": {"name": "mlp", **tiny,
+                                                                    "z_dim": 4},
+                         "disc": {"name": "mlp", **tiny}},
+        "train": {"steps": 2, "batch_size": 32, "log_every": 1},
+        "sample": {"sampler": "ddgan", "nfe": 3, "n": 10}})
+    lsgm = _train(tmp_path, "lsgm", {
+        **TOY, "model": {"method": "lsgm", "stage": "joint", "kl_anneal_steps": 1,
+                         "vae": {"name": "mlp_vae", "latent_dim": 2, **tiny,
+                                 "decoder": "gaussian", "decoder_std": 0.05},
+                         "net": {"name": "mlp", **tiny}},
+        "train": {"steps": 2, "batch_size": 32, "log_every": 1},
+        "sample": {"sampler": "em", "nfe": 6, "n": 10}})
+    rep = tmp_path / "rep"
+    code, _, err = _run(capsys, "evaluate", ddgan, lsgm, "--samplers", "ddgan,em:6", "--n", "20",
+                        "--batch", "10", "--out", rep, "--quiet")
+    assert code == 0, err
+    res = json.loads((rep / "results.json").read_text())
+    got = {r["method"]: [(row["sampler"], row["nfe"]) for row in r["rows"]]
+           for r in res["runs"]}
+    assert got == {"DDGAN T=3": [("ddgan", 3)], "LSGM (VP prior)": [("em", 6)]}
+    assert all(r["rows"][0]["metrics"]["sw2"] is not None for r in res["runs"])
+    code, _, err = _run(capsys, "evaluate", lsgm, "--samplers", "em:6", "--n", "10", "--batch",
+                        "10", "--nll", "4", "--out", tmp_path / "l", "--quiet")
+    assert code == 0, err
+    nll = json.loads((tmp_path / "l" / "results.json").read_text())["runs"][0]["nll"]
+    assert nll["bound"] and "LSGM" in nll["meaning"] and np.isfinite(nll["bits_per_dim"])
+    # a DDGAN has no likelihood, and its NFE is fixed: errors before any sampling
+    for argv, msg in ((["--samplers", "ddgan", "--nll", "4"], "no likelihood for DDGAN T=3"),
+                      (["--samplers", "ddgan:5"], "NFE = 3; got 5")):
+        code, _, err = _run(capsys, "evaluate", ddgan, *argv, "--out", tmp_path / "d",
+                            "--quiet")
+        assert code == 2 and msg in err, err
+    assert not (tmp_path / "d").exists()
+
+
 # ----------------------------------------------------------------------------- parsing
 def test_parse_samplers_and_options():
     reqs = parse_samplers("sscs:20, gddim:10/20:order=2,ode,ddim:5:eta=0.5")

@@ -510,10 +510,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``trilemma evaluate``: sample, time and score runs; write the report."""
     import shlex
 
-    from .build import locate_run
+    from .build import load_run, locate_run
     from .evaluate import (
         EvaluationError,
         SamplerRequest,
+        check_request,
         evaluate_run,
         merge_results,
         parse_options,
@@ -538,18 +539,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         requests = parse_samplers(args.samplers) if args.samplers else None
         labels = _run_labels(args.runs, args.label)
         configs = [Config.from_dict(locate_run(r).config, check_paths=False) for r in args.runs]
-        if requests is not None and len(args.runs) > 1:
-            for req in requests:  # a sampler must fit at least one of the runs
-                errors = []
-                for cfg in configs:
+        if requests is not None and len(args.runs) > 1:  # each sampler must fit some run
+            errors: dict[int, list[str]] = {i: [] for i in range(len(requests))}
+            for run, cfg in zip(args.runs, configs, strict=True):
+                model, _, _ = load_run(run, "cpu")
+                for i, req in enumerate(requests):
                     try:
-                        check_sampler(req.name, cfg.process["name"], req.nfe,
-                                      {**options.get(req.name, {}), **req.options})
-                    except ValueError as err:
-                        errors.append(str(err))
-                if len(errors) == len(configs):
-                    key, _, msg = errors[0].partition(": ")
-                    raise CLIError(f"--samplers {req.label}: fits none of the runs ({msg})")
+                        check_request(model, cfg.process["name"], SamplerRequest(
+                            req.name, req.nfe, {**options.get(req.name, {}), **req.options}))
+                    except EvaluationError as err:
+                        errors[i].append(str(err))
+                del model
+            for i, errs in errors.items():
+                if len(errs) == len(configs):
+                    msg = errs[0].split(": ", 1)[-1]
+                    raise CLIError(f"--samplers {requests[i].label}: fits none of the runs "
+                                   f"({msg})")
         results = []
         for run, label, cfg in zip(args.runs, labels, configs, strict=True):
             reqs = requests or [SamplerRequest(cfg.sample["sampler"], cfg.sample["nfe"],

@@ -48,10 +48,12 @@ cached there too, keyed and checked by their provenance.
 
 Models: anything with ``sample(n, sampler, nfe, generator=..., **options) -> SampleResult``
 works (LSGM, DDGAN). The sampler is checked with ``model.check_sampler(name, nfe, options)``
-when the model has one, else against the registry and the run's process
-(:func:`trilemma.config.check_sampler`). The likelihood uses ``model.log_likelihood`` when the
-model has one, else the probability-flow ODE of ``model.process`` with ``model(u, t)`` as the
-score.
+when the model has one (DDGAN: ``ddgan`` at its fixed NFE), else against the registry and the
+run's process (:func:`trilemma.config.check_sampler`). The likelihood is the probability-flow
+ODE of ``model.process`` with ``model(u, t)`` as the score for a
+:class:`~trilemma.methods.ScoreModel`, LSGM's own negative ELBO (``model.nll``; Bernoulli and
+categorical decoders score the discrete data as it is, without dequantisation) for LSGM, and an
+error for models without a likelihood (DDGAN).
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ class DataSpec:
     mixture: Any = None
     notes: list[str] = field(default_factory=list)
     problem: str | None = None  # why image metrics cannot run on this data
+    binarize: str | None = None  # the run's data.binarize (LSGM's Bernoulli decoders)
 
     def record(self) -> dict[str, Any]:
         """JSON-safe description."""
@@ -235,6 +238,12 @@ class DataSpec:
 
 def data_spec(config: Any, reference_split: str = "test") -> DataSpec:
     """The :class:`DataSpec` of a run's ``config.data``."""
+    spec = _data_spec(config, reference_split)
+    spec.binarize = config.data.get("binarize")
+    return spec
+
+
+def _data_spec(config: Any, reference_split: str) -> DataSpec:
     from . import oracle
 
     d = dict(config.data)
@@ -662,6 +671,19 @@ class ToyReference:
 
 
 # ----------------------------------------------------------------------------- likelihood
+def likelihood_kind(model: Any) -> str:
+    """``'ode'`` (score model), ``'lsgm'`` (its NELBO); raises for models without one."""
+    from .methods.score_model import ScoreModel
+
+    if isinstance(model, ScoreModel):
+        return "ode"
+    if hasattr(model, "nll") and hasattr(model, "vae"):
+        return "lsgm"
+    name = getattr(model, "method_name", type(model).__name__)
+    raise EvaluationError(f"--nll: no likelihood for {name}: it is defined for score models "
+                          "(probability-flow ODE) and LSGM (its NELBO); a DDGAN has none")
+
+
 def likelihood(
     model: Any,
     spec: DataSpec,
@@ -679,9 +701,7 @@ def likelihood(
     from .likelihood import bits_per_dim, dequantize, log_likelihood, to_levels
     from .metrics.features import dataset_images
 
-    if not hasattr(model, "log_likelihood") and not hasattr(model, "process"):
-        raise EvaluationError("--nll: the likelihood needs a score model with a process (or a "
-                              "model with log_likelihood); this model has neither")
+    is_lsgm = likelihood_kind(model) == "lsgm"
     gen = torch.Generator().manual_seed(seed + NLL_SEED_OFFSET)
     notes: list[str] = []
     if spec.kind == "image":
@@ -700,7 +720,17 @@ def likelihood(
             x = toy_dataset(spec.name, nll_n, gen)
         source = f"fresh samples of the toy {spec.name!r}"
     levels = spec.levels if spec.kind == "image" else None
-    if levels is not None:
+    decoder = getattr(model.vae, "decoder", "gaussian") if is_lsgm else None
+    if decoder in ("bernoulli", "categorical"):  # discrete decoders: a pmf, no dequantisation
+        from .data import binarize
+
+        if decoder == "bernoulli":
+            x = binarize(x, spec.binarize or "threshold", generator=gen)
+            notes.append(f"held-out images binarised ({spec.binarize or 'threshold'}) as the "
+                         "run's data")
+        levels, k = None, None
+        dequant = f"none (LSGM {decoder} decoder: a probability mass function)"
+    elif levels is not None:
         try:
             k = to_levels(x, levels)
             dequant = f"uniform dequantisation of {levels} levels"
@@ -713,7 +743,8 @@ def likelihood(
         k = None
         dequant = "none (continuous data)"
     d = int(x[0].numel())
-    divergence = "exact" if d <= 16 else "hutchinson"
+    d_ode = int(math.prod(model.latent_shape)) if is_lsgm else d  # the ODE runs in latent space
+    divergence = "exact" if d_ode <= 16 else "hutchinson"
     dev = torch.device(device)
     param = next(model.parameters())
     log_p, nfes, bound = [], [], False
@@ -724,15 +755,17 @@ def likelihood(
             xb = dequantize(k[s:s + batch_size], gen, levels=levels)
         xb = xb.to(dev, param.dtype)
         g = torch.Generator(device=dev).manual_seed(seed + NLL_SEED_OFFSET + s)
-        if hasattr(model, "log_likelihood"):
-            res = model.log_likelihood(xb, divergence=divergence, generator=g, rtol=rtol,
-                                       atol=atol)
+        if is_lsgm:
+            res = model.nll(xb, generator=g, divergence=divergence, rtol=rtol, atol=atol)
+            log_p.append(-res["nelbo"].detach().cpu())
+            nfes.append(int(res["nfe"]))
+            bound = True
         else:
             res = log_likelihood(lambda u, t: model(u, t), model.process, xb,
                                  divergence=divergence, rtol=rtol, atol=atol, generator=g)
-        log_p.append(res.log_p.detach().cpu())
-        nfes.append(int(res.nfe))
-        bound = bound or res.v0_entropy is not None
+            log_p.append(res.log_p.detach().cpu())
+            nfes.append(int(res.nfe))
+            bound = bound or res.v0_entropy is not None
     lp = torch.cat(log_p).to(torch.float64)
     bpd = bits_per_dim(lp, d, levels=levels)
     out = {
@@ -743,7 +776,9 @@ def likelihood(
         "hutchinson": "1 Rademacher probe per sample" if divergence == "hutchinson" else None,
         "rtol": rtol, "atol": atol, "nfe_mean": float(np.mean(nfes)), "nfe_max": max(nfes),
         "batches": len(nfes), "bound": bound,
-        "meaning": ("upper bound on bits/dim (CLD: ELBO over the initial velocity)" if bound
+        "meaning": ("upper bound on bits/dim (LSGM: negative ELBO of the VAE with the "
+                    "score-based prior)" if is_lsgm else
+                    "upper bound on bits/dim (CLD: ELBO over the initial velocity)" if bound
                     else "bits/dim of the density at t_min (probability-flow ODE)"),
         "notes": notes,
     }
@@ -795,7 +830,9 @@ def _method_name(model: Any, config: Any) -> str:
     name = getattr(model, "method_name", None)
     if name:
         return str(name)
-    return str(config.process["name"]).upper()
+    method = config.model.get("method")
+    proc = str(config.process["name"]).upper()
+    return f"{str(method).upper()} ({proc} prior)" if method else proc
 
 
 def evaluate_run(
@@ -868,6 +905,10 @@ def evaluate_run(
     method = _method_name(model, config)
     process_name = config.process.get("name")
     spec = data_spec(config, reference)
+    if nll_n:
+        likelihood_kind(model)  # fail before sampling, not after
+        if spec.kind == "image" and spec.problem:
+            raise EvaluationError(f"--nll: {spec.problem}")
     warn_msgs: list[str] = [f"data: {note}" for note in spec.notes]
     notes: list[str] = []
 
