@@ -41,6 +41,15 @@ def _weighted(
     return gb * (s + ell * target_eps).flatten(1).pow(2).mean(1)
 
 
+def _times(process: CLD, x0: Tensor, weighting: str, generator: torch.Generator | None,
+           t: Tensor | None) -> Tensor:
+    """Check the inputs; the given times, or ``t ~ U[train_eps, T]``, on ``x0``'s device/dtype."""
+    _check(process, weighting)
+    if t is None:
+        t = uniform_times(x0.shape[0], process.train_eps, process.T, generator, device=x0.device)
+    return t.to(device=x0.device, dtype=x0.dtype)
+
+
 def hsm_loss(
     model: ScoreModel,
     process: CLD,
@@ -52,10 +61,7 @@ def hsm_loss(
     t: Tensor | None = None,
 ) -> Tensor:
     """Per-sample HSM loss (shape ``(B,)``) of a velocity-score model ``model(u, t[, labels])``."""
-    _check(process, weighting)
-    if t is None:
-        t = uniform_times(x0.shape[0], process.train_eps, process.T, generator, device=x0.device)
-    t = t.to(device=x0.device, dtype=x0.dtype)
+    t = _times(process, x0, weighting, generator, t)
     u, noise = process.perturb(x0, t, generator)
     s = model(u, t) if labels is None else model(u, t, labels)
     return _weighted(process, s, process.noise_part(noise), process.hsm_ell(t), t, weighting)
@@ -75,10 +81,7 @@ def cld_dsm_loss(
 
     The weighting uses this narrower kernel's ``l_t`` (the ablation baseline of the CLD paper).
     """
-    _check(process, weighting)
-    if t is None:
-        t = uniform_times(x0.shape[0], process.train_eps, process.T, generator, device=x0.device)
-    t = t.to(device=x0.device, dtype=x0.dtype)
+    t = _times(process, x0, weighting, generator, t)
     u0 = process.data_to_state(x0, generator)
     zero = torch.zeros_like(t, dtype=torch.float64)
     cov = process.transition_cov(t, zero) + process.eps_num * torch.eye(2, dtype=torch.float64)
