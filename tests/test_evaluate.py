@@ -371,3 +371,42 @@ def test_parse_samplers_and_options():
                      ("em:5:=3", "no key")):
         with pytest.raises(EvaluationError, match=msg):
             parse_samplers(bad)
+
+
+def test_report_combines_separate_evaluations(toy, capsys, tmp_path):
+    """`trilemma report` puts runs evaluated separately on one page, files copied, and refuses
+    reports whose numbers are not comparable."""
+    _, run, rep, res = toy
+    other = tmp_path / "other"
+    code, _, err = _run(capsys, "evaluate", run, "--samplers", "ddim:4", "--n", N_TOY,
+                        "--batch", BATCH_TOY, "--seed", "4", "--out", other, "--label", "again",
+                        "--quiet")
+    assert code == 0, err
+    both = tmp_path / "both"
+    code, out, err = _run(capsys, "report", rep, other, "--out", both)
+    assert code == 0, err
+    merged = json.loads((both / "results.json").read_text())
+    assert [r["label"] for r in merged["runs"]] == ["toyvp", "again"]
+    assert [row["sampler"] for r in merged["runs"] for row in r["rows"]] == ["em", "dpm2m", "ddim"]
+    first = merged["runs"][0]["rows"][0]
+    assert first["metrics"] == res["runs"][0]["rows"][0]["metrics"]
+    for r in merged["runs"]:
+        for row in r["rows"]:
+            assert (both / row["grid"]).is_file() and (both / row["samples_file"]).is_file()
+    html = (both / "report.html").read_text()
+    assert html.count("src='data:image/png;base64,") == 3 + 3
+    assert merged["command"].startswith("trilemma report ")
+    assert [c["report"] for c in merged["combined_from"]] == [str(rep), str(other)]
+    assert "ddim" in out and "toyvp" in out
+    # different n: not comparable
+    small = tmp_path / "small"
+    assert _run(capsys, "evaluate", run, "--samplers", "em:3", "--n", "30", "--batch", "30",
+                "--seed", "4", "--out", small, "--quiet")[0] == 0
+    code, _, err = _run(capsys, "report", rep, small, "--out", tmp_path / "bad")
+    assert code == 2 and "n = 30" in err and "--n" in err
+    code, _, err = _run(capsys, "report", rep, tmp_path / "nothing", "--out", tmp_path / "bad")
+    assert code == 2 and "no results.json" in err
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "results.json").write_text("{not json")
+    code, _, err = _run(capsys, "report", tmp_path / "corrupt", "--out", tmp_path / "bad")
+    assert code == 2 and "not readable JSON" in err

@@ -307,6 +307,33 @@ def test_reference_stats_cache_and_provenance(tmp_path: Path) -> None:
         reference_stats(m, "digits", "test", n=1000)
 
 
+def test_reference_stats_of_binarised_images(tmp_path: Path) -> None:
+    """A run trained on binarised digits is compared with binarised references, cached apart."""
+    from trilemma.data import binarize
+
+    torch.manual_seed(0)
+    m = DigitsClassifier(width=8, feature_dim=16)
+    plain = reference_stats(m, "digits", "test", n=100, cache_dir=tmp_path, keep_features=20)
+    ref = reference_stats(m, "digits", "test", n=100, cache_dir=tmp_path, keep_features=20,
+                          binarize="threshold")
+    assert ref["cache"] == "miss" and ref["path"] != plain["path"]
+    assert "binarized-threshold" in Path(ref["path"]).name
+    assert ref["provenance"]["binarize"] == "threshold"
+    assert ref["provenance"]["data_sha256"] != plain["provenance"]["data_sha256"]
+    x, _ = load_digits("test")
+    idx = torch.randperm(359, generator=torch.Generator().manual_seed(0))[:100]
+    xb = binarize(x, "threshold")[idx]
+    assert set(torch.unique(xb).tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(ref["features"], extract_features(m, xb)[:20])
+    # both files stay valid side by side
+    assert reference_stats(m, "digits", "test", n=100, cache_dir=tmp_path, keep_features=20,
+                           binarize="threshold")["cache"] == "hit"
+    assert reference_stats(m, "digits", "test", n=100, cache_dir=tmp_path,
+                           keep_features=20)["cache"] == "hit"
+    with pytest.raises(ValueError, match="binarize must be"):
+        reference_stats(m, "digits", "test", binarize="otsu")
+
+
 def test_compare_to_reference_and_warnings() -> None:
     torch.manual_seed(0)
     m = DigitsClassifier(width=8, feature_dim=16)

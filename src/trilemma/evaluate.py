@@ -255,7 +255,7 @@ def _data_spec(config: Any, reference_split: str) -> DataSpec:
     notes: list[str] = []
     if d.get("binarize"):
         notes.append(f"the run was trained on binarised data (binarize={d['binarize']!r}); the "
-                     "reference images are not binarised")
+                     "reference and baseline images are binarised the same way")
     if name == "digits":
         size = int(d.get("size", 8))
         if d.get("test_fraction", 0.2) != 0.2 or d.get("seed", 0) != 0 or \
@@ -285,8 +285,9 @@ def _data_spec(config: Any, reference_split: str) -> DataSpec:
         return DataSpec("image", "cifar10", 32, str(d["root"]), 256, notes=notes)
     return DataSpec("image", name, int(d.get("size", 0)) or None, None, 256, notes=notes,
                     problem=(f"data {name!r} has no labelled held-out split, so no classifier "
-                             "can be trained for FD/precision/recall; pass --inception PATH "
-                             "for FID against it, or evaluate with metrics off (--no-metrics)"))
+                             "can be trained for FD/precision/recall and no reference "
+                             "statistics exist for it; evaluate with metrics off "
+                             "(--no-metrics)"))
 
 
 # ----------------------------------------------------------------------------- memory
@@ -941,7 +942,7 @@ def evaluate_run(
                                              device, progress)
         ref = reference_stats(clf, spec.name, reference, None, cache,
                               data_root=spec.data_root, image_size=spec.image_size,
-                              progress=progress)
+                              progress=progress, binarize=spec.binarize)
         reference_info = {k: v for k, v in ref["provenance"].items()}
         reference_info["cache"] = ref["cache"]
         reference_info["path"] = ref["path"]
@@ -954,7 +955,8 @@ def evaluate_run(
             except InceptionUnavailableError as err:
                 raise EvaluationError(f"--inception: {err}") from None
             inc_ref = reference_stats(inc, spec.name, reference, None, cache,
-                                      data_root=spec.data_root, progress=progress)
+                                      data_root=spec.data_root, progress=progress,
+                                      binarize=spec.binarize)
             extractor_info["inception"] = {"path": str(inc.path), "sha256": inc.fingerprint}
         warn_msgs.append(f"{extractor_info['metric_name']} is the Fréchet distance of features "
                          f"of a classifier trained on {spec.name} (SHA-256 "
@@ -994,10 +996,19 @@ def evaluate_run(
 
             other = "train" if reference != "train" else "test"
             xr, _ = dataset_images(spec.name, other, spec.image_size, spec.data_root)
+            if spec.binarize:
+                from .data import binarize
+
+                xr = binarize(xr, spec.binarize, generator=torch.Generator().manual_seed(0))
             perm = torch.randperm(len(xr), generator=torch.Generator().manual_seed(seed))
             xr = xr[perm[:n]]
             m, w, _ = score(xr)
-            baseline = {"label": f"real data ({spec.name} {other} split)", "n": len(xr),
+            if reference == "all":
+                w = [*w, f"baseline: the {other} split is part of the reference split 'all', "
+                     "so the real-data row scores better than held-out data would"]
+            bin_note = f", binarised ({spec.binarize})" if spec.binarize else ""
+            baseline = {"label": f"real data ({spec.name} {other} split{bin_note})",
+                        "n": len(xr),
                         "metrics": m, "warnings": w}
         else:
             gen = torch.Generator().manual_seed(TOY_BASELINE_SEED)
@@ -1105,6 +1116,83 @@ def merge_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             r["label"] = f"{r['label']}#{seen[r['label']]}"
             for row in r["rows"]:
                 row["run"] = r["label"]
+    return merged
+
+
+#: settings that must agree for reports to be combined: the metrics compare only at equal values
+COMBINE_KEYS = ("n", "seed", "batch_size", "reference_split", "metrics")
+
+
+def load_results(report_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``results.json`` of a ``trilemma evaluate`` output folder, checked."""
+    import json
+
+    path = Path(report_dir) / "results.json"
+    if not path.is_file():
+        raise EvaluationError(f"report {str(report_dir)!r} has no results.json (is it the --out "
+                              "folder of trilemma evaluate?)")
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EvaluationError(f"{str(path)!r} is not readable JSON ({err}); re-run trilemma "
+                              "evaluate for that report") from None
+    if not isinstance(res, dict) or res.get("format") != FORMAT or not isinstance(
+            res.get("runs"), list):
+        raise EvaluationError(f"{str(path)!r} is not a trilemma evaluation (format "
+                              f"{res.get('format') if isinstance(res, dict) else None!r}, "
+                              f"expected {FORMAT!r})")
+    return res
+
+
+def combine_reports(
+    report_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
+) -> dict[str, Any]:
+    """Merge several evaluate output folders into one results dict whose files live in
+    ``out_dir`` (sample grids and ``.npz`` samples are copied there).
+
+    Runs evaluated separately (in parallel processes, on other machines) land on one page. The
+    settings in :data:`COMBINE_KEYS` must agree: FD, PRDC and IS are comparable only at equal
+    n, seed and reference; a mismatch raises :class:`EvaluationError` naming the setting.
+    """
+    import shutil
+
+    if not report_dirs:
+        raise EvaluationError("give at least one report folder to combine")
+    out = Path(out_dir)
+    loaded = [(Path(d), load_results(d)) for d in report_dirs]
+    first_dir, first = loaded[0]
+    for d, res in loaded[1:]:
+        for key in COMBINE_KEYS:
+            a, b = first["settings"].get(key), res["settings"].get(key)
+            if a != b:
+                raise EvaluationError(
+                    f"report {str(d)!r} was evaluated with {key} = {b!r} but {str(first_dir)!r} "
+                    f"with {key} = {a!r}: its numbers are not comparable; re-run trilemma "
+                    f"evaluate with the same --{key.replace('_', '-')}")
+    merged = merge_results([res for _, res in loaded])
+    copied: dict[str, Path] = {}
+    for (src, _), run in zip(
+            ((d, r) for d, res in loaded for r in res["runs"]), merged["runs"], strict=True):
+        for row in run["rows"]:
+            for key in ("grid", "samples_file"):
+                rel = row.get(key)
+                if not rel or not (src / rel).is_file():
+                    row.pop(key, None)
+                    continue
+                target = Path(rel)
+                if target.as_posix() in copied and copied[target.as_posix()] != src / rel:
+                    target = target.with_name(f"{_safe(run['label'])}__{target.name}")
+                copied[target.as_posix()] = src / rel
+                dest = out / target
+                if dest.resolve() != (src / rel).resolve():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src / rel, dest)
+                row[key] = target.as_posix()
+    merged["settings"] = dict(first["settings"])
+    merged["settings"]["samplers"] = [s for _, res in loaded for s in res["settings"]["samplers"]]
+    merged["combined_from"] = [{"report": str(d), "command": res.get("command"),
+                                "created": res.get("created")} for d, res in loaded]
+    merged["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return merged
 
 

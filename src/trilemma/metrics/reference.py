@@ -38,7 +38,7 @@ DEFAULT_KEEP_FEATURES = 10_000
 
 #: provenance entries that must agree for a cached file to be reused
 MATCH_KEYS = (
-    "kind", "format_version", "dataset", "split", "image_size", "n", "subset_seed",
+    "kind", "format_version", "dataset", "split", "binarize", "image_size", "n", "subset_seed",
     "data_sha256", "extractor", "extractor_sha256", "feature_dim", "n_features_kept",
 )
 
@@ -143,13 +143,16 @@ def _safe(s: str) -> str:
 
 def reference_path(
     cache_dir: PathLike, extractor_name: str, dataset_name: str, split: str,
-    image_size: int, n: int | None,
+    image_size: int, n: int | None, binarize: str | None = None,
 ) -> Path:
-    """Cache file name: one per (extractor, data set, split, size, n); contents are checked."""
+    """Cache file name: one per (extractor, data set, split, binarisation, size, n); contents
+    are checked."""
     tag = "all" if n is None else str(int(n))
+    if binarize:
+        split = f"{split}-binarized-{binarize}"
     name = f"ref_{_safe(extractor_name)}_{_safe(dataset_name)}_{_safe(split)}_" \
            f"{int(image_size)}px_n{tag}.safetensors"
-    return Path(cache_dir) / name
+    return Path(cache_dir).expanduser() / name
 
 
 def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
@@ -173,6 +176,7 @@ def reference_stats(
     batch_size: int = 256,
     refresh: bool = False,
     progress: bool = False,
+    binarize: str | None = None,
 ) -> dict[str, Any]:
     """Feature statistics of a data set split, cached with provenance.
 
@@ -183,8 +187,12 @@ def reference_stats(
     (dataset, split, n, data SHA-256, extractor name + SHA-256, ...), ``"path"`` (cache file
     or None) and ``"cache"`` ('hit', 'miss', 'stale: <reason>' or 'off'). A cached file is
     reused only when its provenance matches (``refresh=True`` always recomputes).
+    ``binarize`` ('threshold' or 'stochastic', drawn with seed 0) compares with the binarised
+    images a model trained with ``data.binarize`` learned (LSGM's Bernoulli decoder).
     """
     _check_extractor(extractor)
+    if binarize not in (None, "threshold", "stochastic"):
+        raise ValueError(f"binarize must be None, 'threshold' or 'stochastic', got {binarize!r}")
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
@@ -193,6 +201,10 @@ def reference_stats(
         raise ValueError(f"keep_features must be an integer >= 0, got {keep_features!r}")
     size = image_size if image_size is not None else getattr(extractor, "image_size", None)
     x, _ = dataset_images(dataset_name, split, size, data_root)
+    if binarize:
+        from ..data import binarize as binarize_images
+
+        x = binarize_images(x, binarize, generator=torch.Generator().manual_seed(0))
     n_avail = len(x)
     n_used = n_avail if n is None else n
     if n_used > n_avail:
@@ -207,6 +219,7 @@ def reference_stats(
         "format_version": REFERENCE_FORMAT,
         "dataset": dataset_name,
         "split": split,
+        "binarize": binarize,
         "image_size": int(x.shape[-1]),
         "channels": int(x.shape[1]),
         "n": n_used,
@@ -223,7 +236,8 @@ def reference_stats(
     path = None
     status = "off"
     if cache_dir is not None:
-        path = reference_path(cache_dir, extractor.name, dataset_name, split, x.shape[-1], n)
+        path = reference_path(cache_dir, extractor.name, dataset_name, split, x.shape[-1], n,
+                              binarize)
         status = "miss"
         if path.is_file() and not refresh:
             try:
