@@ -286,6 +286,43 @@ def test_tiny_training_moves_both_networks_one_phase_at_a_time(tmp_path):
         assert float(r["grad_norm_d"]) > 0 and float(r["grad_norm_g"]) > 0
 
 
+def test_diagnose_flags_a_discriminator_stuck_at_chance():
+    m = _toy_model(T=2)
+    chance = 2 * math.log(2)
+    stuck = [(s, {"d": chance + 0.002, "g": 0.69}) for s in range(100, 1601, 100)]
+    assert m.diagnose(stuck[:9]) is None  # before step 1000: D starts at chance
+    msg = m.diagnose(stuck)
+    assert msg and "train.group_lr.d" in msg and "at chance" in msg
+    # a discriminator that learns (loss_d below log 4) or left chance recently is fine
+    assert m.diagnose([(s, {"d": 1.2, "g": 1.0}) for s in range(100, 1601, 100)]) is None
+    assert m.diagnose(stuck[:-1] + [(1600, {"d": 1.30, "g": 0.8})]) is None
+    assert m.diagnose([]) is None
+
+
+def test_trainer_logs_the_diagnosis_once(tmp_path, caplog):
+    class Stuck(nn.Module):
+        """A one-loss model whose diagnosis fires from the second log step on."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+            self.seen: list = []
+
+        def loss(self, batch, generator=None):
+            return (self.w - batch).pow(2)
+
+        def diagnose(self, history):
+            self.seen = list(history)
+            return "stuck" if len(history) >= 2 else None
+
+    m = Stuck()
+    c = TrainConfig(steps=8, batch_size=4, lr=1e-2, log_every=2, ckpt_every=0, ema_decay=0.9)
+    with caplog.at_level("WARNING", logger="trilemma.train"):
+        Trainer(m, torch.ones(16), c, tmp_path, progress=False).fit()
+    assert [s for s, _ in m.seen] == [2, 4, 6, 8] and set(m.seen[0][1]) == {"loss"}
+    assert [r.getMessage() for r in caplog.records] == ["step 4: stuck"]
+
+
 def test_gan_resume_is_bit_identical(tmp_path):
     """2N straight steps == N steps + a fresh Trainer resuming (both optimizer groups, the
     EMA, the noise stream and the lazy-R1 schedule come back exactly)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,6 +50,9 @@ from ..samplers.base import SampleResult
 PREDICTIONS = ("x0", "xprev")
 TIME_KINDS = ("raw", "fourier", "sinusoidal")
 SAMPLERS = ("ddgan",)
+CHANCE_LOSS_D = 2 * math.log(2)  # non-saturating D loss when D(x) = 1/2 everywhere
+CHANCE_TOL = 0.01
+CHANCE_STEPS = 1000  # D at chance for this many steps (after the first ones) gets a warning
 
 
 def _expand(c: Tensor, x: Tensor) -> Tensor:
@@ -313,6 +316,29 @@ class DDGAN(nn.Module):
         with _frozen(self.D):
             fake = self.D(fake_prev, x_t, time)
         return generator_loss(fake)
+
+    # -- training diagnostics ----------------------------------------------------------------------
+
+    def diagnose(self, history: Sequence[tuple[int, Mapping[str, float]]]) -> str | None:
+        """A warning when the discriminator has sat at chance for the last ``CHANCE_STEPS`` steps.
+
+        ``history`` is the trainer's ``(step, {'d': loss_d, 'g': loss_g})`` per log interval.
+        ``loss_d = 2 log 2`` (D outputs 1/2 on real and fake) long after the start means D no
+        longer tells real from fake, so G gets no signal: a stall seen on digits with a small D
+        and equal learning rates (docs/GUIDE.md, DDGAN).
+        """
+        if not history or history[-1][0] < CHANCE_STEPS:
+            return None
+        last = history[-1][0]
+        window = [h.get("d", math.nan) for s, h in history if s > last - CHANCE_STEPS]
+        if len(window) < 3 or not all(abs(v - CHANCE_LOSS_D) < CHANCE_TOL for v in window):
+            return None
+        return (
+            f"the discriminator is at chance: loss_d stayed within {CHANCE_TOL} of 2 log 2 = "
+            f"{CHANCE_LOSS_D:.4f} for the last {CHANCE_STEPS} steps, so it no longer teaches the "
+            "generator. Give it a larger learning rate (train.group_lr.d, e.g. 10x the "
+            "generator's) or more capacity (model.disc.base_channels)"
+        )
 
     # -- sampling ---------------------------------------------------------------------------------
 

@@ -555,6 +555,10 @@ class Trainer:
     0-based optimizer step (for lazy regularisation). Under DDP the phase adapter is wrapped
     with ``find_unused_parameters=True``. ``log.csv`` gains ``loss_<phase>`` and
     ``grad_norm_<phase>`` columns; ``loss`` is their sum, ``lr`` the first group's rate.
+
+    A model may define ``diagnose(history) -> str | None``: at every log step (rank 0) it gets
+    the list of ``(step, {phase: mean loss})`` so far (``{'loss': ...}`` for one-loss models)
+    and returns a warning to log once, e.g. DDGAN's "discriminator at chance".
     """
 
     def __init__(
@@ -939,6 +943,9 @@ class Trainer:
         phase_vals: dict[str, list[tuple[float, float]]] = {p: [] for p in phases}
         last_phase: dict[str, float] = {}
         train_time, interval_steps, last_loss = 0.0, 0, math.nan
+        diagnose = getattr(self.model, "diagnose", None) if main else None
+        history: list[tuple[int, dict[str, float]]] = []
+        warned: set[str] = set()
         first_bad = None
         try:
             while self.step < end:
@@ -1001,6 +1008,12 @@ class Trainer:
                         skipped=self.skipped_steps,
                         refresh=False,
                     )
+                    if callable(diagnose):
+                        history.append((self.step, dict(last_phase) or {"loss": last_loss}))
+                        message = diagnose(history)
+                        if message and message not in warned:
+                            warned.add(message)
+                            logger.warning("step %d: %s", self.step, message)
                     losses, norms, train_time, interval_steps = [], [], 0.0, 0
                     phase_vals = {p: [] for p in phases}
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == end:
