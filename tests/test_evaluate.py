@@ -343,6 +343,9 @@ def test_ddgan_and_lsgm_runs_plug_in(toy, capsys, tmp_path):
            for r in res["runs"]}
     assert got == {"DDGAN T=3": [("ddgan", 3)], "LSGM (VP prior)": [("em", 6)]}
     assert all(r["rows"][0]["metrics"]["sw2"] is not None for r in res["runs"])
+    # grids are named by the NFE used (the DDGAN's T, not "adaptive")
+    assert [r["rows"][0]["grid"] for r in res["runs"]] == [
+        "grids/ddg__ddgan_nfe3.png", "grids/lsgm__em_nfe6.png"]
     code, _, err = _run(capsys, "evaluate", lsgm, "--samplers", "em:6", "--n", "10", "--batch",
                         "10", "--nll", "4", "--out", tmp_path / "l", "--quiet")
     assert code == 0, err

@@ -1050,7 +1050,9 @@ def evaluate_run(
         row["metrics"] = m
         row["warnings"] = w
         if out is not None:
-            stem = f"{_safe(run_label)}__{_safe(req.label)}_nfe{req.nfe if req.nfe else 'adaptive'}"
+            # a sampler whose NFE the model fixes (ddgan: T) is named by the NFE it used
+            tag = req.nfe or ("adaptive" if row["adaptive"] else row.get("nfe", "adaptive"))
+            stem = f"{_safe(run_label)}__{_safe(req.label)}_nfe{tag}"
             pic = samples[:grid_n] if samples.dim() == 4 else samples
             title = f"{run_label}: {req.label}, NFE {row['nfe']}"
             refpts = toy_ref.samples[:n].float() if toy_ref is not None else None
