@@ -224,6 +224,20 @@ def test_digits_metrics_with_extractor_hash_and_provenance(digits, capsys):
         assert img.size == (4 * 33 + 1, 3 * 33 + 1)  # 12 digits, 8 px tiles enlarged to 32
 
 
+def test_likelihood_of_a_binarised_run_uses_binarised_points(digits, capsys):
+    """A score model trained on binarised digits is scored on binarised test images, 2 levels."""
+    root, _, clf = digits
+    run = _train(root, "digbin", {**DIGITS, "data": {"name": "digits", "binarize": "threshold"}})
+    rep = root / "rep_bin"
+    code, _, err = _run(capsys, "evaluate", run, "--samplers", "ddim:3", "--n", "6", "--batch",
+                        "6", "--out", rep, "--features", clf, "--nll", "2", "--cache-dir",
+                        root / "cache", "--quiet")
+    assert code == 0, err
+    nll = json.loads((rep / "results.json").read_text())["runs"][0]["nll"]
+    assert nll["levels"] == 2 and "2 levels" in nll["dequantization"]
+    assert np.isfinite(nll["bits_per_dim"])
+
+
 def test_classifier_is_trained_once_and_cached(digits, capsys):
     root, run, _ = digits
     cache = root / "cache2"

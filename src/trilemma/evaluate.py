@@ -731,6 +731,13 @@ def likelihood(
                          "run's data")
         levels, k = None, None
         dequant = f"none (LSGM {decoder} decoder: a probability mass function)"
+    elif levels is not None and spec.binarize:  # a score model of binarised images: 2 levels
+        from .data import binarize
+
+        x = binarize(x, spec.binarize, generator=gen)
+        notes.append(f"held-out images binarised ({spec.binarize}) as the run's data")
+        levels, k = 2, to_levels(x, 2)
+        dequant = "uniform dequantisation of 2 levels (binarised data)"
     elif levels is not None:
         try:
             k = to_levels(x, levels)
