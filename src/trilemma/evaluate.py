@@ -722,20 +722,18 @@ def likelihood(
         source = f"fresh samples of the toy {spec.name!r}"
     levels = spec.levels if spec.kind == "image" else None
     decoder = getattr(model.vae, "decoder", "gaussian") if is_lsgm else None
-    if decoder in ("bernoulli", "categorical"):  # discrete decoders: a pmf, no dequantisation
+    # held-out images are binarised as the run's data was (a Bernoulli decoder needs {-1, 1})
+    binarized = (spec.binarize or "threshold") if decoder == "bernoulli" else (
+        spec.binarize if levels is not None else None)
+    if binarized:
         from .data import binarize
 
-        if decoder == "bernoulli":
-            x = binarize(x, spec.binarize or "threshold", generator=gen)
-            notes.append(f"held-out images binarised ({spec.binarize or 'threshold'}) as the "
-                         "run's data")
+        x = binarize(x, binarized, generator=gen)
+        notes.append(f"held-out images binarised ({binarized}) as the run's data")
+    if decoder in ("bernoulli", "categorical"):  # discrete decoders: a pmf, no dequantisation
         levels, k = None, None
         dequant = f"none (LSGM {decoder} decoder: a probability mass function)"
-    elif levels is not None and spec.binarize:  # a score model of binarised images: 2 levels
-        from .data import binarize
-
-        x = binarize(x, spec.binarize, generator=gen)
-        notes.append(f"held-out images binarised ({spec.binarize}) as the run's data")
+    elif binarized:  # a score model of binarised images: 2 levels
         levels, k = 2, to_levels(x, 2)
         dequant = "uniform dequantisation of 2 levels (binarised data)"
     elif levels is not None:
