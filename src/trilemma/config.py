@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 SECTIONS = ("seed", "device", "process", "model", "data", "train", "sample")
 MODEL_KEYS = (
     "net", "prediction", "objective", "weighting", "sigma_data", "label_dropout"
@@ -57,14 +59,6 @@ PATH_KEYS = {"folder": ("path",), "idx": ("images", "labels", "root"), "cifar10"
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 _MISSING = object()
-
-
-class ConfigError(ValueError):
-    """A config that does not validate; the message lists every problem, one per line."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 # --------------------------------------------------------------------------- the Config
@@ -706,42 +700,17 @@ def _validate_sample(raw: Any, process: str | None, problems: list[str]) -> dict
 
 def samplers_for(process: str) -> list[str]:
     """Names of the samplers that can run on the named process."""
-    from .samplers import SAMPLERS
+    from .samplers.registry import samplers_for as _samplers_for
 
-    return [n for n, spec in SAMPLERS.items() if process in spec.supported_names()]
+    return _samplers_for(process)
 
 
 def check_sampler(name: str, process: str | None, nfe: int | None = None,
                   options: Mapping[str, Any] | None = None) -> None:
-    """Raise ``ValueError('sampler: ...')``/``('nfe: ...')``/``('options: ...')`` when a sampler
-    does not fit the process, the NFE budget or its options."""
-    from .samplers import SAMPLERS
+    """See :func:`trilemma.samplers.registry.check_sampler`."""
+    from .samplers.registry import check_sampler as _check
 
-    if name not in SAMPLERS:
-        valid = samplers_for(process) if process else list(SAMPLERS)
-        hint = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(f"sampler: unknown sampler {_show(name)}{extra}; use one of: "
-                         + ", ".join(valid))
-    spec = SAMPLERS[name]
-    if process is not None and process not in spec.supported_names():
-        raise ValueError(f"sampler: {name!r} does not fit process {process!r}; use one of: "
-                         + ", ".join(samplers_for(process)))
-    options = dict(options or {})
-    params = inspect.signature(spec.fn).parameters
-    allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY
-               and p not in ("generator", "denoise", "trajectory", "progress", "max_nfe")]
-    bad = [k for k in options if k not in allowed]
-    if bad:
-        raise ValueError(f"options: unknown option(s) {bad} for sampler {name!r}; "
-                         "its options: " + (", ".join(allowed) or "none"))
-    if nfe is not None:
-        try:
-            minimum = spec.min_nfe(True, **options)
-        except ValueError as err:
-            raise ValueError(f"options: {err}") from None
-        if nfe < minimum:
-            raise ValueError(f"nfe: sampler {name!r} needs at least {minimum} NFE, got {nfe}")
+    _check(name, process, nfe, dict(options or {}))
 
 
 def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]:

@@ -680,7 +680,7 @@ def likelihood_kind(model: Any) -> str:
         return "ode"
     if hasattr(model, "nll") and hasattr(model, "vae"):
         return "lsgm"
-    name = getattr(model, "method_name", type(model).__name__)
+    name = model.display_name
     raise EvaluationError(f"--nll: no likelihood for {name}: it is defined for score models "
                           "(probability-flow ODE) and LSGM (its NELBO); a DDGAN has none")
 
@@ -833,9 +833,8 @@ def _run_label(saved: Any, path: str | os.PathLike) -> str:
 
 
 def _method_name(model: Any, config: Any) -> str:
-    name = getattr(model, "method_name", None)
-    if name:
-        return str(name)
+    if model.display_name != model.name:  # the method names itself (e.g. DDGAN T=4)
+        return model.display_name
     method = config.model.get("method")
     proc = str(config.process["name"]).upper()
     return f"{str(method).upper()} ({proc} prior)" if method else proc

@@ -46,6 +46,7 @@ from ..objectives.adversarial import discriminator_loss, generator_loss, r1_pena
 from ..processes.base import randn_like
 from ..processes.scalar import VP
 from ..samplers.base import SampleResult
+from .base import Method, count_parameters
 
 PREDICTIONS = ("x0", "xprev")
 TIME_KINDS = ("raw", "fourier", "sinusoidal")
@@ -183,8 +184,9 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class DDGAN(nn.Module):
-    """A denoising diffusion GAN: generator, discriminator, schedule and losses.
+class DDGAN(Method):
+    """A denoising diffusion GAN (method ``ddgan``): generator, discriminator, schedule and
+    losses.
 
     Args:
         generator: ``G(x_t, t, z)`` -> ``x_0`` (or ``x_{t-1}``), e.g.
@@ -203,6 +205,7 @@ class DDGAN(nn.Module):
         r1_rescale: multiply the lazy penalty by ``lazy_reg`` (StyleGAN2); ``False`` = DDGAN.
     """
 
+    name = "ddgan"
     train_phases = ("d", "g")
 
     def __init__(
@@ -248,9 +251,18 @@ class DDGAN(nn.Module):
         self.r1_gamma, self.lazy_reg, self.r1_rescale = float(r1_gamma), lazy_reg, bool(r1_rescale)
 
     @property
-    def method_name(self) -> str:
+    def display_name(self) -> str:
         """Display name in reports, e.g. ``DDGAN T=4``."""
         return f"DDGAN T={self.num_steps}" + ("" if self.use_z else " no-z")
+
+    def samplers(self) -> list[str]:
+        """A DDGAN samples with its own chain only."""
+        return list(SAMPLERS)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total, generator and discriminator parameter counts."""
+        return {"total": count_parameters(self), "G": count_parameters(self.G),
+                "D": count_parameters(self.D)}
 
     # -- the trainer's multi-phase protocol ------------------------------------------------------
 
@@ -341,10 +353,6 @@ class DDGAN(nn.Module):
         )
 
     # -- sampling ---------------------------------------------------------------------------------
-
-    def state_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of ``n`` samples."""
-        return (n, *self.data_shape)
 
     def check_sampler(self, sampler: str, nfe: int | None = None,
                       options: dict[str, Any] | None = None) -> None:

@@ -49,7 +49,12 @@ from ..objectives.lsgm import (
 )
 from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
+from ..likelihood import bits_per_dim, log_likelihood
+from ..runs import locate_run
+from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
+from ..train.checkpoint import load_weights
+from .base import Method, auto_divergence, count_parameters
 
 STAGES = ("vae", "joint", "prior")
 PREDICTIONS = ("mixed", "plain")
@@ -156,8 +161,9 @@ class LatentPrior(nn.Module):
 
 
 # ------------------------------------------------------------------------------- LSGM
-class LSGM(nn.Module):
-    """A VAE with a score-based latent prior (LSGM), for the trainer and the samplers.
+class LSGM(Method):
+    """A VAE with a score-based latent prior (LSGM, method ``lsgm``), for the trainer and the
+    samplers.
 
     Args:
         process: latent SDE: ``vp``, ``vp_cosine``, ``geometric_vp`` or ``cld``.
@@ -178,6 +184,8 @@ class LSGM(nn.Module):
         kl_anneal_steps: training ``loss`` calls (micro-batches) to reach 1; 0 = no annealing.
         decode: ``sample`` (draw from the decoder) or ``mean`` (its mean) when sampling.
     """
+
+    name = "lsgm"
 
     def __init__(
         self,
@@ -410,8 +418,6 @@ class LSGM(nn.Module):
         ``vae`` stage the prior is ``N(0, I)``: latents are drawn directly (NFE 0). The
         latents are in ``result.info['latents']``.
         """
-        from ..samplers import sample as run_sampler
-
         if labels is not None or guidance:
             raise ValueError("LSGM here is unconditional: labels/guidance are not supported")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -462,9 +468,9 @@ class LSGM(nn.Module):
         ``log_prior`` (float64), ``bits_per_dim`` (``levels`` as in
         :func:`trilemma.likelihood.bits_per_dim`; None = plain nats / (d ln 2)) and ``nfe``.
         """
-        from ..likelihood import bits_per_dim, log_likelihood
-
         x = self._x(x)
+        ode["divergence"] = auto_divergence(math.prod(self.latent_shape),
+                                            ode.get("divergence", "auto"))
         if isinstance(n_latents, bool) or not isinstance(n_latents, int) or n_latents < 1:
             raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
         was_training = self.training
@@ -496,7 +502,20 @@ class LSGM(nn.Module):
             self.train(was_training)
         d = math.prod(self.data_shape)
         return {**totals, "bits_per_dim": bits_per_dim(totals["nelbo"].neg(), d, levels=levels),
-                "nfe": nfe, "dim": d}
+                "nfe": nfe, "dim": d, "nll": totals["nelbo"], "bound": True,
+                "divergence": ode["divergence"],
+                "meaning": "upper bound on bits/dim (LSGM: negative ELBO of the VAE with the "
+                           "score-based prior)"}
+
+    @property
+    def likelihood_decoder(self) -> str | None:
+        """The VAE's decoder: its NELBO is a pmf for ``bernoulli``/``categorical``."""
+        return getattr(self.vae, "decoder", "gaussian")
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total, prior-network and VAE parameter counts."""
+        return {"total": count_parameters(self), "net": count_parameters(self.prior.net),
+                "VAE": count_parameters(self.vae)}
 
     # ------------------------------------------------------------------ stage-wise weights
     def load_pretrained(self, path: str | os.PathLike, prior: bool | None = None) -> list[str]:
@@ -504,9 +523,6 @@ class LSGM(nn.Module):
         ``prior`` is True (default: when the source run trained it, i.e. its stage was not
         ``vae``, and its shapes match). Returns the loaded keys; the step counter is not
         loaded. Used for ``model.init_from`` (stage 1 -> stage 2)."""
-        from ..build import locate_run
-        from ..train import load_weights
-
         saved = locate_run(path)
         tensors, _ = load_weights(saved.weights)
         src_model = (saved.config or {}).get("model", {})

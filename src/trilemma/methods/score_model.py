@@ -11,17 +11,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..likelihood import log_likelihood
 from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
 from ..objectives.dsm import likelihood_importance
 from ..parametrization import Parametrization
 from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
+from ..samplers import sample as run_sampler
+from ..samplers.base import SampleResult
+from .base import Method, auto_divergence, count_parameters
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
 
 
-class ScoreModel(nn.Module):
-    """A diffusion model in data space.
+class ScoreModel(Method):
+    """A diffusion model in data space (method ``score``).
 
     Args:
         process: the forward SDE.
@@ -35,6 +39,8 @@ class ScoreModel(nn.Module):
             batches, the probability of training a sample as unconditional (the null class), so
             one network serves classifier-free guidance.
     """
+
+    name = "score"
 
     def __init__(
         self,
@@ -133,10 +139,6 @@ class ScoreModel(nn.Module):
 
         return fn
 
-    def state_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of ``n`` data samples (the sampler lifts it to a state)."""
-        return (n, *self.data_shape)
-
     @torch.no_grad()
     def sample(
         self,
@@ -147,13 +149,11 @@ class ScoreModel(nn.Module):
         labels: Tensor | None = None,
         guidance: float = 0.0,
         **opts: Any,
-    ):
+    ) -> SampleResult:
         """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult).
 
         ``labels`` (shape ``(n,)``) and ``guidance`` select class-conditional sampling.
         """
-        from ..samplers import sample as run_sampler
-
         param = next(self.parameters())
         was_training = self.training
         self.eval()
@@ -171,3 +171,28 @@ class ScoreModel(nn.Module):
             )
         finally:
             self.train(was_training)
+
+    def nll(self, x: Tensor, *, generator: torch.Generator | None = None,
+            divergence: str = "auto", **ode: Any) -> dict[str, Any]:
+        """``-log p(x)`` in nats per sample by the probability-flow ODE
+        (:func:`trilemma.likelihood.log_likelihood`; an upper bound for CLD, whose initial
+        velocity is integrated out by its ELBO)."""
+        div = auto_divergence(int(x[0].numel()), divergence)
+        was_training = self.training
+        self.eval()
+        try:
+            res = log_likelihood(lambda u, t: self.model(u, t), self.process, x,
+                                 divergence=div, generator=generator, **ode)
+        finally:
+            self.train(was_training)
+        bound = res.v0_entropy is not None
+        return {
+            "nll": -res.log_p.to(torch.float64), "nfe": int(res.nfe), "bound": bound,
+            "divergence": div,
+            "meaning": ("upper bound on bits/dim (CLD: ELBO over the initial velocity)" if bound
+                        else "bits/dim of the density at t_min (probability-flow ODE)"),
+        }
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total and score-network parameter counts."""
+        return {"total": count_parameters(self), "net": count_parameters(self.model.net)}

@@ -23,7 +23,7 @@ from .grids import (
 )
 from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sample_rk4
 from .pc import sample_pc
-from .registry import SAMPLERS, SamplerSpec, sample
+from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, samplers_for
 from .sscs import sample_sscs
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "SamplerSpec",
     "check_finite",
     "check_grid",
+    "check_sampler",
     "check_state",
     "denoise_step",
     "edm_grid",
@@ -54,6 +55,7 @@ __all__ = [
     "sample_pc",
     "sample_rk4",
     "sample_sscs",
+    "samplers_for",
     "sqrt_grid",
     "uniform_grid",
 ]

@@ -6,6 +6,7 @@ the largest number of steps whose total NFE (the denoising call included) fits t
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,11 +148,56 @@ def _get_spec(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def samplers_for(process: str) -> list[str]:
+    """Names of the samplers that can run on the named process."""
+    return [n for n, spec in SAMPLERS.items() if process in spec.supported_names()]
+
+
+def sampler_options(name: str) -> list[str]:
+    """The keyword options a user may pass to sampler ``name``."""
+    params = inspect.signature(_get_spec(name).fn).parameters
+    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY
+            and p not in ("generator", "denoise", "trajectory", "progress", "max_nfe")]
+
+
+def check_sampler(name: str, process: str | None, nfe: int | None = None,
+                  options: dict[str, Any] | None = None) -> None:
+    """Raise ``ValueError('sampler: ...')``/``('nfe: ...')``/``('options: ...')`` when a sampler
+    does not fit the named process, the NFE budget or its options (the one check that configs,
+    ``trilemma sample``, ``trilemma evaluate`` and :func:`sample` share)."""
+    if name not in SAMPLERS:
+        valid = samplers_for(process) if process else list(SAMPLERS)
+        hint = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        shown = repr(name) if isinstance(name, str) else str(name)
+        raise ValueError(f"sampler: unknown sampler {shown}{extra}; use one of: "
+                         + ", ".join(valid))
+    spec = SAMPLERS[name]
+    if process is not None and process not in spec.supported_names():
+        raise ValueError(f"sampler: {name!r} does not fit process {process!r}; use one of: "
+                         + ", ".join(samplers_for(process)))
+    options = dict(options or {})
+    allowed = sampler_options(name)
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise ValueError(f"options: unknown option(s) {bad} for sampler {name!r}; "
+                         "its options: " + (", ".join(allowed) or "none"))
+    fixed = {k: v for k, v in spec.defaults.items() if k == "method"}
+    for key, val in fixed.items():
+        if key in options and options[key] != val:
+            raise ValueError(f"options: sampler {name!r} fixes {key}={val!r}; pick the sampler "
+                             f"named {options[key]!r} instead")
+    if nfe is not None:
+        try:
+            minimum = spec.min_nfe(True, **options)
+        except ValueError as err:
+            raise ValueError(f"options: {err}") from None
+        if nfe < minimum:
+            raise ValueError(f"nfe: sampler {name!r} needs at least {minimum} NFE, got {nfe}")
+
+
 def _check_opts(name: str, spec: SamplerSpec, opts: dict) -> None:
-    params = inspect.signature(spec.fn).parameters
-    allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY
-               and p not in ("generator", "denoise", "trajectory", "progress")]
-    allowed = [p for p in allowed if p not in ("max_nfe",)]
+    allowed = sampler_options(name)
     bad = sorted(set(opts) - set(allowed))
     if bad:
         raise ValueError(
