@@ -8,11 +8,8 @@ a component are re-raised as :class:`~trilemma.config.ConfigError` naming its se
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch

@@ -87,8 +87,8 @@ class Method(nn.Module):
         """Shape of ``n`` data samples (a sampler lifts it to the process's state)."""
         return (n, *self.data_shape)
 
-    def sample(self, n: int, sampler: str, nfe: int | None, generator: torch.Generator | None = None,
-               **opts: Any) -> SampleResult:
+    def sample(self, n: int, sampler: str, nfe: int | None,
+               generator: torch.Generator | None = None, **opts: Any) -> SampleResult:
         """Draw ``n`` samples with ``sampler`` within ``nfe`` network calls."""
         raise NotImplementedError(f"{type(self).__name__} does not implement sample()")
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..likelihood import bits_per_dim, log_likelihood
 from ..objectives.lsgm import (
     PRIOR_WEIGHTINGS,
     T_SAMPLINGS,
@@ -49,7 +50,6 @@ from ..objectives.lsgm import (
 )
 from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
-from ..likelihood import bits_per_dim, log_likelihood
 from ..runs import locate_run
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
