@@ -18,17 +18,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..nets import count_parameters
 from ..processes.base import LinearProcess
 from ..samplers.base import SampleResult
 from ..samplers.registry import check_sampler as check_core_sampler
 from ..samplers.registry import samplers_for
-
-
-def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters of ``module`` (0 for None)."""
-    if module is None:
-        return 0
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 class Method(nn.Module):

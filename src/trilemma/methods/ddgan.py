@@ -32,7 +32,6 @@ batch with fresh ``t``, noise and ``z`` (as the paper's code).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,11 +41,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..nets import count_parameters
 from ..objectives.adversarial import discriminator_loss, generator_loss, r1_penalty, r1_weight
 from ..processes.base import randn_like
 from ..processes.scalar import VP
 from ..samplers.base import SampleResult
-from .base import Method, count_parameters
+from .base import Method
 
 PREDICTIONS = ("x0", "xprev")
 TIME_KINDS = ("raw", "fourier", "sinusoidal")
@@ -408,173 +408,3 @@ class DDGAN(Method):
             info={"sampler": "ddgan", "num_steps": self.num_steps, "use_z": self.use_z,
                   "prediction": self.prediction},
         )
-
-
-# -- configs (called by trilemma.config / trilemma.build) ----------------------------------------
-
-#: keys of a ``model`` section with ``method: ddgan`` besides the DDGAN arguments
-CONFIG_KEYS = ("method", "net", "disc")
-_NOT_CONFIG = ("generator", "discriminator", "data_shape", "beta_min", "beta_max")
-_DISC_DERIVED = {"mlp": ("in_dim",), "conv": ("in_channels",)}
-
-
-def validate_ddgan_model(raw: dict, process: str | None, data: str | None,
-                         problems: list[str]) -> dict[str, Any]:
-    """Check the ``model`` section of a DDGAN config; append problems; return it resolved.
-
-    Keys: ``method: ddgan``; ``net``, the generator (``name: mlp`` =
-    :class:`~trilemma.nets.discriminator.MLPGenerator` for points, ``unet`` =
-    :class:`~trilemma.nets.discriminator.ZUNet` for images; sizes derived from the data);
-    ``disc``, the discriminator (``mlp`` / ``conv``); and the :class:`DDGAN` arguments
-    (``num_steps``, ``use_z``, ``prediction``, ``r1_gamma``, ``lazy_reg``, ``r1_rescale``,
-    ``t_min``). The schedule's ``beta_min`` / ``beta_max`` come from ``process`` (must be vp).
-    ``use_z: false`` builds the generator with ``z_dim = 0``.
-    """
-    from ..config import (
-        DERIVED_NET_KEYS,
-        Field,
-        _name,
-        check_section,
-        fields_from_signature,
-        non_negative,
-        non_negative_int,
-        one_of,
-        positive_int,
-    )
-    from ..nets.discriminator import DISCRIMINATORS, GENERATORS
-
-    if process is not None and process != "vp":
-        problems.append(f"process.name: DDGAN discretises the VP SDE; use vp (got {process!r})")
-    images = data is not None and data != "toy"
-
-    def t_min_check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
-        return None if ok else "a number in (0, 1)"
-
-    checks = {"num_steps": positive_int, "prediction": one_of(*PREDICTIONS),
-              "r1_gamma": non_negative, "lazy_reg": positive_int, "t_min": t_min_check}
-    fields = fields_from_signature(DDGAN, exclude=_NOT_CONFIG, checks=checks)
-    fields = {"method": Field("method", str, "ddgan"), **fields,
-              "objective": Field("objective", str, "adversarial", one_of("adversarial"))}
-    body = {k: v for k, v in raw.items() if k not in ("net", "disc")}
-    out = check_section("model", body, fields, problems)
-
-    def sub(key: str, registry: dict, derived_of: dict, default: str, want: str | None,
-            what: str) -> None:
-        sraw = raw.get(key) if raw.get(key) is not None else {}
-        if not isinstance(sraw, dict):
-            problems.append(f"model.{key}: expected a mapping of keys, got "
-                            f"{type(sraw).__name__}")
-            return
-        name = _name(f"model.{key}", sraw, list(registry), what, problems, default=default)
-        if name is None:
-            return
-        derived = derived_of.get(name, ())
-        for k in derived:
-            if k in sraw:
-                problems.append(f"model.{key}.{k}: is derived from the data; remove it")
-        sf = fields_from_signature(registry[name], exclude=derived)
-        if "time_embed" in sf:
-            sig = inspect.signature(registry[name]).parameters["time_embed"]
-            kinds = TIME_KINDS if sig.default == "raw" else TIME_KINDS[1:]
-            sf["time_embed"].check = one_of(*kinds)
-        for k, check in (("z_dim", non_negative_int), ("time_dim", positive_int),
-                         ("map_dim", positive_int), ("map_layers", positive_int)):
-            if k in sf:
-                sf[k].check = check
-        sf = {"name": Field("name", str, name),
-              "seed": Field("seed", int | None, None, non_negative_int), **sf}
-        vals = {k: v for k, v in sraw.items() if k not in derived}
-        vals["name"] = name
-        out[key] = check_section(f"model.{key}", vals, sf, problems)
-        if want is not None and name != want:
-            kind = "images (n, C, H, W)" if images else "points (n, d)"
-            problems.append(f"model.{key}.name: {name!r} does not fit data {data!r} ({kind}); "
-                            f"use: {want}")
-
-    want_g = None if data is None else ("unet" if images else "mlp")
-    want_d = None if data is None else ("conv" if images else "mlp")
-    sub("net", GENERATORS, DERIVED_NET_KEYS, want_g or "mlp", want_g, "generator")
-    sub("disc", DISCRIMINATORS, _DISC_DERIVED, want_d or "mlp", want_d, "discriminator")
-    net = out.get("net")
-    if net is not None and out.get("use_z") is True and net.get("z_dim") == 0:
-        problems.append("model.net.z_dim: must be >= 1 with use_z: true (or set use_z: false)")
-    out.setdefault("net", {"name": want_g or "mlp"})
-    out.setdefault("disc", {"name": want_d or "mlp"})
-    return out
-
-
-def validate_ddgan_sample(raw: Any, model: dict[str, Any], problems: list[str]
-                          ) -> dict[str, Any]:
-    """Check the ``sample`` section of a DDGAN config: ``sampler: ddgan``, ``nfe = num_steps``."""
-    from ..config import Field, check_section, positive_int
-
-    steps = model.get("num_steps") if isinstance(model.get("num_steps"), int) else None
-    fields = {
-        "sampler": Field("sampler", str, "ddgan"),
-        "nfe": Field("nfe", int, steps if steps is not None else 4, positive_int),
-        "n": Field("n", int, 64, positive_int),
-        "options": Field("options", dict, {}),
-    }
-    n_before = len(problems)
-    out = check_section("sample", raw, fields, problems)
-    if len(problems) > n_before:
-        return out
-    if out["sampler"] not in SAMPLERS:
-        problems.append(f"sample.sampler: a DDGAN samples with its own chain; use one of: "
-                        f"{', '.join(SAMPLERS)} (got {out['sampler']!r})")
-    if steps is not None and out["nfe"] != steps:
-        problems.append(f"sample.nfe: a DDGAN with num_steps = {steps} makes {steps} network "
-                        f"calls; use nfe: {steps} (got {out['nfe']})")
-    if out["options"]:
-        problems.append(f"sample.options: the ddgan sampler takes no options in a config, got "
-                        f"{sorted(out['options'])}")
-    return out
-
-
-def _seeded(seed: int | None, make: Any) -> nn.Module:
-    """Build a module under a forked RNG seeded with ``seed`` (global RNG untouched)."""
-    if seed is None:
-        return make()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return make()
-
-
-def build_ddgan(config: Any, data_shape: tuple[int, ...]) -> DDGAN:
-    """The :class:`DDGAN` of a ``model.method: ddgan`` config for data of ``data_shape``."""
-    from ..build import _wrap, net_kwargs
-    from ..nets import check_kwargs
-    from ..nets.discriminator import DISCRIMINATORS, GENERATORS
-
-    m = config.model
-    shape = tuple(int(s) for s in data_shape)
-    gen_kw = net_kwargs(config, shape)
-    gname, gseed = gen_kw.pop("name"), gen_kw.pop("seed", None)
-    if not m.get("use_z", True):
-        gen_kw["z_dim"] = 0
-    disc_kw = dict(m.get("disc") or {"name": "mlp"})
-    dname, dseed = disc_kw.pop("name"), disc_kw.pop("seed", None)
-    if dseed is None:
-        dseed = config.seed + 1
-    if dname == "mlp":
-        if len(shape) != 1:
-            raise ValueError(f"model.disc.name: 'mlp' needs points (d,), the data has sample "
-                             f"shape {shape}; use: conv")
-        disc_kw["in_dim"] = shape[0]
-    else:
-        if len(shape) != 3:
-            raise ValueError(f"model.disc.name: 'conv' needs images (C, H, W), the data has "
-                             f"sample shape {shape}; use: mlp")
-        disc_kw["in_channels"] = shape[0]
-
-    def make() -> DDGAN:
-        check_kwargs("generator", gname, GENERATORS[gname], gen_kw)
-        check_kwargs("discriminator", dname, DISCRIMINATORS[dname], disc_kw)
-        gen = _seeded(gseed, lambda: GENERATORS[gname](**gen_kw))
-        disc = _seeded(dseed, lambda: DISCRIMINATORS[dname](**disc_kw))
-        kw = {k: v for k, v in m.items() if k not in (*CONFIG_KEYS, "objective")}
-        return DDGAN(gen, disc, shape, beta_min=config.process["beta_min"],
-                     beta_max=config.process["beta_max"], **kw)
-
-    return _wrap("model", make)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..likelihood import bits_per_dim, log_likelihood
+from ..nets import count_parameters
 from ..objectives.lsgm import (
     PRIOR_WEIGHTINGS,
     T_SAMPLINGS,
@@ -54,7 +56,7 @@ from ..runs import locate_run
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from ..train.checkpoint import load_weights
-from .base import Method, auto_divergence, count_parameters
+from .base import Method, auto_divergence
 
 STAGES = ("vae", "joint", "prior")
 PREDICTIONS = ("mixed", "plain")
@@ -515,7 +517,7 @@ class LSGM(Method):
     def parameter_counts(self) -> dict[str, int]:
         """Total, prior-network and VAE parameter counts."""
         return {"total": count_parameters(self), "net": count_parameters(self.prior.net),
-                "VAE": count_parameters(self.vae)}
+                "VAE": count_parameters(self.vae, False)}
 
     # ------------------------------------------------------------------ stage-wise weights
     def load_pretrained(self, path: str | os.PathLike, prior: bool | None = None) -> list[str]:
@@ -552,173 +554,13 @@ class LSGM(Method):
                 own[k].copy_(tensors[k].to(own[k].device, own[k].dtype))
         return keys
 
-    def prepare_training(self, *, run_dir: str | os.PathLike, config: dict,
+    def prepare_training(self, *, run_dir: str | os.PathLike, config: Mapping[str, Any],
                          is_main: bool = True, resume: bool = False) -> None:
-        """Hook of ``trilemma train`` (before the trainer exists, so the EMA starts from the
-        loaded weights): load ``model.init_from`` unless resuming a checkpoint, and append the
-        loss parts to ``RUN_DIR/lsgm_parts.csv`` every ``train.log_every`` calls."""
-        init_from = (config.get("model") or {}).get("init_from")
-        if init_from and not resume:
-            try:
-                self.load_pretrained(init_from)
-            except FileNotFoundError as err:
-                raise ValueError(f"model.init_from: {err}") from None
+        """Hook of ``trilemma train``: append the loss parts to ``RUN_DIR/lsgm_parts.csv``
+        every ``train.log_every`` calls (``model.init_from`` is loaded by the setup layer)."""
         if is_main:
             every = int((config.get("train") or {}).get("log_every", 50))
             self.attach_parts_log(Path(run_dir) / "lsgm_parts.csv", every)
-
-
-# ------------------------------------------------------------------------------- config glue
-LSGM_ONLY_KEYS = ("method", "vae", "init_from")
-
-
-def _lsgm_fields():
-    from ..config import Field, fields_from_signature, one_of
-
-    fields = fields_from_signature(LSGM, exclude=("process", "vae", "net"))
-    checks = {"stage": one_of(*STAGES), "prediction": one_of(*PREDICTIONS),
-              "weighting": one_of(*PRIOR_WEIGHTINGS), "t_sampling": one_of(*T_SAMPLINGS),
-              "decode": one_of(*DECODE_MODES),
-              "mixing_lr_scale": lambda v: None if v > 0 else "a positive number",
-              "kl_start": lambda v: None if v is None or 0 <= v <= 1 else "a number in [0, 1]",
-              "kl_anneal_steps": lambda v: None if v >= 0 else "an integer >= 0"}
-    for k, c in checks.items():
-        fields[k].check = c
-    fields["method"] = Field("method", str, "lsgm")
-    fields["objective"] = Field("objective", str, "lsgm", one_of("lsgm"))
-    fields["init_from"] = Field("init_from", str | None, None)
-    return fields
-
-
-def validate_lsgm_model(raw: dict, process: str | None, data: str | None,
-                        problems: list[str]) -> dict[str, Any]:
-    """Check the ``model`` section of an LSGM config (called by :mod:`trilemma.config`).
-
-    Keys: ``method: lsgm``, ``net`` (the prior's network; sizes derived from the latent),
-    ``vae`` (``name: mlp_vae | conv_vae`` + its arguments; sizes derived from the data),
-    ``init_from`` (a stage-1 run folder) and the :class:`LSGM` arguments.
-    """
-    from ..config import (
-        DERIVED_NET_KEYS,
-        Field,
-        _name,
-        check_section,
-        fields_from_signature,
-        non_negative_int,
-    )
-    from ..nets import NETS
-    from ..nets.vae import VAES
-
-    if process is not None and process not in ("vp", "vp_cosine", "geometric_vp", "cld"):
-        problems.append(f"process.name: LSGM's latent process must be one of: vp, vp_cosine, "
-                        f"geometric_vp, cld; got {process!r}")
-    fields = _lsgm_fields()
-    body = {k: v for k, v in raw.items() if k not in ("net", "vae")}
-    out = check_section("model", body, fields, problems)
-    # the VAE
-    vae_raw = raw.get("vae")
-    vae_name = None
-    if not isinstance(vae_raw, dict):
-        problems.append("model.vae: required mapping is missing (e.g. {name: mlp_vae, "
-                        "latent_dim: 2}); use name: " + ", ".join(VAES))
-    else:
-        default = "mlp_vae" if data == "toy" else "conv_vae"
-        vae_name = _name("model.vae", vae_raw, list(VAES), "VAE", problems, default=default)
-        if vae_name is not None:
-            vf = fields_from_signature(VAES[vae_name], exclude=("data_shape",))
-            vf = {"name": Field("name", str, vae_name),
-                  "seed": Field("seed", int | None, None, non_negative_int), **vf}
-            vf["decoder"].check = _one_of_decoders()
-            out["vae"] = check_section("model.vae", {**vae_raw, "name": vae_name}, vf, problems)
-            if data == "toy" and vae_name == "conv_vae":
-                problems.append("model.vae.name: 'conv_vae' needs images; data 'toy' holds "
-                                "points (n, d): use mlp_vae")
-    # the prior's net: flat latents -> mlp, spatial latents -> unet
-    net_raw = raw.get("net") if raw.get("net") is not None else {}
-    if not isinstance(net_raw, dict):
-        problems.append(f"model.net: expected a mapping of keys, got {type(net_raw).__name__}")
-    else:
-        want = "unet" if vae_name == "conv_vae" else "mlp"
-        net_name = _name("model.net", net_raw, list(NETS), "net", problems, default=want)
-        if net_name is not None:
-            derived = DERIVED_NET_KEYS.get(net_name, ())
-            for key in derived:
-                if key in net_raw:
-                    problems.append(f"model.net.{key}: is derived from the latent shape (and "
-                                    "the process: CLD doubles the input); remove it")
-            nf = fields_from_signature(NETS[net_name], exclude=derived)
-            nf = {"name": Field("name", str, None),
-                  "seed": Field("seed", int | None, None, non_negative_int), **nf}
-            body = {k: v for k, v in net_raw.items() if k not in derived}
-            body["name"] = net_name
-            out["net"] = check_section("model.net", body, nf, problems)
-            if vae_name is not None and net_name != want:
-                problems.append(f"model.net.name: {net_name!r} does not fit the latent of "
-                                f"{vae_name!r}; use: {want}")
-    out.setdefault("net", {"name": "mlp"})
-    out["objective"] = "lsgm"
-    return out
-
-
-def _one_of_decoders():
-    from ..config import one_of
-    from ..nets.vae import DECODERS
-
-    return one_of(*DECODERS)
-
-
-def build_vae_from_config(config: Any, data_shape: tuple[int, ...]) -> nn.Module:
-    """The VAE of an LSGM config for ``data_shape``."""
-    from ..nets.vae import build_vae
-
-    vae_cfg = dict(config.model["vae"])
-    if vae_cfg.get("seed") is None:
-        vae_cfg["seed"] = config.seed
-    return build_vae(vae_cfg, tuple(data_shape))
-
-
-def lsgm_net_kwargs(config: Any, data_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The prior net's config with its sizes filled in from the latent shape and process."""
-    from ..config import ConfigError
-    from ..nets.vae import latent_shape_of
-
-    latent = latent_shape_of(config.model["vae"], tuple(data_shape))
-    net = dict(config.model["net"])
-    k = 2 if config.process["name"] == "cld" else 1
-    if net["name"] == "mlp":
-        if len(latent) != 1:
-            raise ConfigError([f"model.net.name: 'mlp' needs a flat latent, this VAE's latent "
-                               f"has shape {latent}; use: unet"])
-        net.update(in_dim=k * latent[0], out_dim=latent[0])
-    else:
-        if len(latent) != 3:
-            raise ConfigError([f"model.net.name: 'unet' needs a spatial latent (C, H, W), this "
-                               f"VAE's latent has shape {latent}; use: mlp"])
-        c, h, w = latent
-        net.update(in_channels=k * c, out_channels=c, image_size=[h, w] if h != w else h)
-    if net.get("seed") is None:
-        net["seed"] = config.seed
-    return net
-
-
-def build_lsgm(config: Any, data_shape: tuple[int, ...]) -> LSGM:
-    """An :class:`LSGM` from a resolved config (called by :func:`trilemma.build.build_model`)."""
-    from ..build import _wrap, build_process
-    from ..config import ConfigError
-    from ..nets import build_net
-
-    m = config.model
-    if m["vae"].get("decoder") == "bernoulli" and not config.data.get("binarize"):
-        raise ConfigError(["model.vae.decoder: 'bernoulli' needs binary data; set "
-                           "data.binarize: threshold (or stochastic)"])
-    process = build_process(config)
-    vae = _wrap("model.vae", lambda: build_vae_from_config(config, data_shape))
-    kw = lsgm_net_kwargs(config, data_shape)
-    net = _wrap("model.net", lambda: build_net(kw))
-    args = {k: m[k] for k in ("stage", "prediction", "weighting", "t_sampling", "shared_t",
-                              "logit_init", "mixing_lr_scale", "kl_start", "kl_anneal_steps",
-                              "decode")}
-    return _wrap("model", lambda: LSGM(process, vae, net, **args))
 
 
 __all__ = [
@@ -728,8 +570,5 @@ __all__ = [
     "PREDICTIONS",
     "STAGES",
     "LatentPrior",
-    "build_lsgm",
-    "lsgm_net_kwargs",
     "scale_grad",
-    "validate_lsgm_model",
 ]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..likelihood import log_likelihood
+from ..nets import count_parameters
 from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
 from ..objectives.dsm import likelihood_importance
 from ..parametrization import Parametrization
@@ -19,7 +20,7 @@ from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
-from .base import Method, auto_divergence, count_parameters
+from .base import Method, auto_divergence
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
 

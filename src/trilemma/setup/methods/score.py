@@ -1,0 +1,118 @@
+"""Setup of the data-space score model (``model.method: score``, the default): its ``model``
+keys, their validation against the process and data, and its builder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...methods.score_model import OBJECTIVES, ScoreModel
+from ...nets import NETS, build_net
+from ...parametrization import CLD_PREDICTIONS, SCALAR_PREDICTIONS
+from ...processes import get_process
+from ..registry import MethodSetup
+from ..schema import coerce, is_num, show, suggest
+from ..sections import DERIVED_NET_KEYS, size_net, validate_subnet, wrap_errors
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+MODEL_KEYS = ("method", "net", "prediction", "objective", "weighting", "sigma_data",
+              "label_dropout")
+
+
+def _net_fits(data: str | None) -> tuple[str | None, str]:
+    if data is None:
+        return None, "the data"
+    want = "mlp" if data == "toy" else "unet"
+    kind = "points (n, d)" if data == "toy" else "images (n, C, H, W)"
+    return want, f"data {data!r} ({kind})"
+
+
+def _choice(key: str, given: Any, valid: tuple[str, ...], against: str,
+            problems: list[str]) -> Any:
+    """``given`` (None: the first valid choice) checked against ``valid``."""
+    if given is None:
+        return valid[0]
+    if given not in valid:
+        problems.append(f"model.{key}: {show(given)} does not fit {against}; use one of: "
+                        + ", ".join(valid))
+    return given
+
+
+def _number(key: str, given: Any, ok: Any, expected: str, problems: list[str]) -> Any:
+    value = coerce(given, float)
+    if not (is_num(value) and ok(value)):
+        problems.append(f"model.{key}: expected {expected}, got {show(given)}")
+    return value
+
+
+def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
+                   problems: list[str]) -> dict[str, Any]:
+    """The ``model`` section of a score model: ``net``, ``prediction``, ``objective``,
+    ``weighting``, ``sigma_data``, ``label_dropout`` (defaults fit the process)."""
+    for key in raw:
+        if key not in MODEL_KEYS:
+            problems.append(f"unknown key 'model.{key}'{suggest(str(key), MODEL_KEYS)}")
+    out: dict[str, Any] = {"method": "score"} if raw.get("method") is not None else {}
+    is_cld = process == "cld"
+    want, fits = _net_fits(data)
+    net = validate_subnet("model.net", raw.get("net"), NETS, DERIVED_NET_KEYS, problems,
+                          default=want or "unet", want=want, fits=fits)
+    if net is not None:
+        out["net"] = net
+    preds = CLD_PREDICTIONS if is_cld else SCALAR_PREDICTIONS
+    pred = raw.get("prediction")
+    if pred is None:
+        out["prediction"] = preds[0] if process else None
+    else:
+        out["prediction"] = _choice("prediction", pred, preds, f"process {process!r}",
+                                    problems) if process is not None else pred
+    fits_obj = ("hsm", "cld_dsm") if is_cld else ("dsm",)
+    obj = raw.get("objective")
+    if obj is not None and obj not in OBJECTIVES:
+        problems.append(f"model.objective: unknown objective {show(obj)}; use one of: "
+                        + ", ".join(fits_obj))
+        obj = False
+    elif obj is not None and process is not None and obj not in fits_obj:
+        problems.append(f"model.objective: {show(obj)} does not fit process {process!r}; "
+                        "use one of: " + ", ".join(fits_obj))
+        obj = False
+    obj = fits_obj[0] if obj is None else (obj or None)
+    out["objective"] = obj
+    w = raw.get("weighting")
+    if obj is not None:
+        w = _choice("weighting", w, OBJECTIVES[obj], f"objective {obj!r}", problems)
+    out["weighting"] = w
+    out["sigma_data"] = _number("sigma_data", raw.get("sigma_data", 0.5), lambda v: v > 0,
+                                "a positive number", problems)
+    out["label_dropout"] = _number("label_dropout", raw.get("label_dropout", 0.1),
+                                   lambda v: 0 <= v < 1, "a number in [0, 1)", problems)
+    return out
+
+
+def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The score network's config sized for the data (CLD doubles the input)."""
+    k = 2 if config.process["name"] == "cld" else 1
+    return size_net(config.model["net"], data_shape, in_factor=k, seed=config.seed)
+
+
+def build(config: Config, data_shape: tuple[int, ...]) -> ScoreModel:
+    """The :class:`~trilemma.methods.ScoreModel` (process + net + parametrisation + objective)."""
+    process = wrap_errors("process", lambda: get_process(**config.process))
+    kw = net_kwargs(config, data_shape)
+    net = wrap_errors("model.net", lambda: build_net(kw))
+    m = config.model
+    return wrap_errors("model", lambda: ScoreModel(
+        process, net, tuple(data_shape), prediction=m["prediction"], objective=m["objective"],
+        weighting=m["weighting"], sigma_data=m["sigma_data"],
+        label_dropout=m.get("label_dropout", 0.1),
+    ))
+
+
+SETUP = MethodSetup(
+    name="score",
+    summary="score model in data space (DSM; HSM for CLD), sampled by any core sampler",
+    validate_model=validate_model,
+    build=build,
+    net_kwargs=net_kwargs,
+)

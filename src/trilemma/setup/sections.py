@@ -1,0 +1,246 @@
+"""The sections every config shares: ``process``, ``data``, ``train``, ``sample``, and the
+network sub-sections of a method (``model.net``, ``model.disc``, ...), checked and sized.
+
+Each ``validate_*`` appends one line per problem (dotted path, what is allowed) and returns the
+section with its defaults filled in. :func:`size_net` fills in the sizes a network takes from
+the data (or a latent): the one place where a net is sized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..data import DATASETS, toy_names
+from ..errors import ConfigError
+from ..processes import PROCESSES, get_process
+from ..samplers.registry import check_sampler
+from ..train import TrainConfig
+from .schema import (
+    MISSING,
+    Field,
+    as_mapping,
+    check_name,
+    check_section,
+    fields_from_dataclass,
+    fields_from_signature,
+    is_num,
+    non_negative,
+    non_negative_int,
+    one_of,
+    positive,
+    positive_int,
+    positive_int_list,
+    unit_interval,
+)
+
+SAMPLE_DEFAULTS: dict[str, Any] = {"sampler": "em", "nfe": 100, "n": 64, "options": {}}
+#: net keys derived from the data shape (and the process: CLD doubles the input)
+DERIVED_NET_KEYS = {
+    "mlp": ("in_dim", "out_dim"),
+    "unet": ("in_channels", "out_channels", "image_size"),
+}
+#: data keys holding a path that must exist
+PATH_KEYS = {"folder": ("path",), "idx": ("images", "labels", "root"), "cifar10": ("root",)}
+
+Check = Callable[[Any], "str | None"]
+
+PROCESS_CHECKS: dict[str, Check] = {
+    "beta_min": positive, "beta_max": positive, "sigma_min": positive,
+    "sigma_max": positive, "m_inv": positive, "gamma": positive, "eps": positive,
+    "s": positive, "T": positive, "sigma2_min": positive, "sigma2_max": positive,
+    "eps_num": non_negative,
+}
+DATA_CHECKS: dict[str, Check] = {
+    "n": positive_int, "size": positive_int, "seed": non_negative_int,
+    "test_fraction": lambda v: None if is_num(v) and 0 < v < 1 else "a number in (0, 1)",
+    "split": one_of("train", "test", "all"),
+}
+NET_CHECKS: dict[str, Check] = {
+    "hidden": positive_int, "depth": non_negative_int, "base_channels": positive_int,
+    "num_res_blocks": positive_int, "num_heads": positive_int, "dropout": unit_interval,
+    "channel_mults": positive_int_list, "num_classes": positive_int,
+    "embed_scale": positive, "time_embed": one_of("fourier", "sinusoidal"),
+    "z_dim": non_negative_int, "time_dim": positive_int, "map_dim": positive_int,
+    "map_layers": positive_int,
+}
+TRAIN_CHECKS: dict[str, Check] = {
+    "steps": positive_int, "batch_size": positive_int, "lr": positive,
+    "weight_decay": non_negative, "grad_clip": positive, "ema_decay": unit_interval,
+    "warmup_steps": non_negative_int, "min_lr": non_negative, "log_every": positive_int,
+    "ckpt_every": non_negative_int, "sample_every": non_negative_int,
+    "keep_last": non_negative_int, "grad_accum": positive_int,
+    "max_bad_steps": positive_int, "seed": non_negative_int, "num_workers": non_negative_int,
+    "schedule": one_of("constant", "cosine"),
+}
+
+
+def wrap_errors(section: str, fn: Callable[[], Any]) -> Any:
+    """Run a builder; re-raise its ``ValueError``/``TypeError`` as a ConfigError naming
+    ``section``."""
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError([f"{section}: {err}"]) from None
+
+
+# --------------------------------------------------------------------------- process
+def validate_process(raw: Any, problems: list[str]) -> dict[str, Any]:
+    """The ``process`` section: a registered process name and its constructor's keys."""
+    raw = as_mapping("process", raw, problems)
+    if raw is None:
+        return {}
+    name = check_name("process", raw, list(PROCESSES), "process", problems)
+    if name is None:
+        return dict(raw)
+    fields = {"name": Field("name", str, MISSING),
+              **fields_from_signature(PROCESSES[name], checks=PROCESS_CHECKS)}
+    n_before = len(problems)
+    out = check_section("process", raw, fields, problems)
+    if len(problems) == n_before:
+        try:  # the constructor checks ranges that couple keys (beta_max >= beta_min, ...)
+            get_process(**out)
+        except (ValueError, TypeError) as err:
+            problems.append(f"process: {err}")
+    return out
+
+
+# --------------------------------------------------------------------------- data
+def validate_data(raw: Any, problems: list[str], check_paths: bool) -> dict[str, Any]:
+    """The ``data`` section: a registered data set, its loader's keys, and existing paths."""
+    raw = as_mapping("data", raw, problems)
+    if raw is None:
+        return {}
+    name = check_name("data", raw, list(DATASETS), "dataset", problems)
+    if name is None:
+        return dict(raw)
+    fields = {"name": Field("name", str, MISSING),
+              **fields_from_signature(DATASETS[name], checks=DATA_CHECKS)}
+    fields.update({
+        "binarize": Field("binarize", str | None, None, one_of("threshold", "stochastic")),
+        "binarize_seed": Field("binarize_seed", int, 0, non_negative_int),
+        "limit": Field("limit", int | None, None, positive_int),
+    })
+    if name == "toy":
+        fields["toy"].check = one_of(*toy_names())
+        fields["seed"].check = non_negative_int
+    if name == "digits" and "mode" in fields:
+        fields["mode"].check = one_of("bilinear", "nearest")
+    n_before = len(problems)
+    out = check_section("data", raw, fields, problems)
+    if check_paths and len(problems) == n_before:
+        for key in PATH_KEYS.get(name, ()):
+            val = out.get(key)
+            if val is not None and not Path(val).expanduser().exists():
+                problems.append(f"data.{key}: no such file or directory: {val}")
+    return out
+
+
+# --------------------------------------------------------------------------- train
+def validate_train(raw: Any, seed: int, problems: list[str]) -> dict[str, Any]:
+    """The ``train`` section: the fields of :class:`~trilemma.train.TrainConfig`."""
+    fields = fields_from_dataclass(TrainConfig, TRAIN_CHECKS)
+    if "seed" in fields:  # the trainer's noise/data seed follows the run's seed unless set
+        fields["seed"].default = seed
+    n_before = len(problems)
+    out = check_section("train", raw, fields, problems)
+    if len(problems) == n_before:
+        try:  # couplings such as warmup_steps < steps, min_lr <= lr
+            TrainConfig(**out)
+        except (ValueError, TypeError) as err:
+            msg = str(err)
+            problems.append(msg.replace("TrainConfig.", "train.", 1)
+                            if msg.startswith("TrainConfig.") else f"train: {msg}")
+    return out
+
+
+# --------------------------------------------------------------------------- sample
+def sample_fields(sampler: str = "em", nfe: int = 100) -> dict[str, Field]:
+    """The keys of a ``sample`` section with the given defaults."""
+    return {
+        "sampler": Field("sampler", str, sampler),
+        "nfe": Field("nfe", int, nfe, positive_int),
+        "n": Field("n", int, SAMPLE_DEFAULTS["n"], positive_int),
+        "options": Field("options", dict, {}),
+    }
+
+
+def validate_sample(raw: Any, process: str | None, problems: list[str]) -> dict[str, Any]:
+    """The ``sample`` section of a diffusion method: a core sampler that fits the process."""
+    n_before = len(problems)
+    out = check_section("sample", raw, sample_fields(), problems)
+    if len(problems) > n_before:
+        return out
+    try:
+        check_sampler(out["sampler"], process, out["nfe"], out["options"])
+    except ValueError as err:
+        problems.append(f"sample.{err}")
+    return out
+
+
+# --------------------------------------------------------------------------- networks
+def validate_subnet(
+    prefix: str,
+    raw: Any,
+    registry: Mapping[str, Any],
+    derived: Mapping[str, tuple[str, ...]],
+    problems: list[str],
+    *,
+    default: str,
+    want: str | None = None,
+    what: str = "net",
+    derived_from: str = "the data",
+    fits: str = "the data",
+    checks: Mapping[str, Check] | None = None,
+) -> dict[str, Any] | None:
+    """A network sub-section (``model.net``, ``model.vae``, ``model.disc``): a registered
+    name, its constructor's keys minus those derived from ``why`` (the data, the latent), an
+    optional ``seed``; ``want`` is the name that fits (``fits`` says what; None: any)."""
+    sraw = as_mapping(prefix, raw, problems)
+    if sraw is None:
+        return None
+    name = check_name(prefix, sraw, list(registry), what, problems, default=default)
+    if name is None:
+        return None
+    skip = derived.get(name, ())
+    for key in skip:
+        if key in sraw:
+            problems.append(f"{prefix}.{key}: is derived from {derived_from} (and the process: CLD "
+                            "doubles the input); remove it")
+    fields = {"name": Field("name", str, name),
+              "seed": Field("seed", int | None, None, non_negative_int),
+              **fields_from_signature(registry[name], exclude=skip,
+                                       checks={**NET_CHECKS, **(checks or {})})}
+    body = {k: v for k, v in sraw.items() if k not in skip}
+    body["name"] = name
+    out = check_section(prefix, body, fields, problems)
+    if want is not None and name != want:
+        problems.append(f"{prefix}.name: {name!r} does not fit {fits}; use: {want}")
+    return out
+
+
+def size_net(net: Mapping[str, Any], shape: tuple[int, ...], *, in_factor: int = 1,
+             seed: int = 0, section: str = "model.net", of: str = "the data") -> dict[str, Any]:
+    """A net config with the sizes it takes from ``shape`` filled in: an MLP gets
+    ``in_dim = in_factor d`` and ``out_dim = d``, a U-Net ``in_channels = in_factor C``,
+    ``out_channels = C`` and ``image_size``; ``in_factor = 2`` for CLD's ``(x, v)`` input."""
+    out = dict(net)
+    shape = tuple(int(s) for s in shape)
+    if out["name"] == "mlp":
+        if len(shape) != 1:
+            raise ConfigError([f"{section}.name: 'mlp' needs a flat shape (d,), {of} has "
+                               f"shape {shape}; use: unet"])
+        out.update(in_dim=in_factor * shape[0], out_dim=shape[0])
+    elif out["name"] == "unet":
+        if len(shape) != 3:
+            raise ConfigError([f"{section}.name: 'unet' needs images (C, H, W), {of} has "
+                               f"shape {shape}; use: mlp"])
+        c, h, w = shape
+        out.update(in_channels=in_factor * c, out_channels=c,
+                   image_size=[h, w] if h != w else h)
+    if out.get("seed") is None:
+        out["seed"] = seed
+    return out
