@@ -66,24 +66,23 @@ def _resolve(module: str, path: Path, node: ast.ImportFrom | ast.Import) -> list
     return out
 
 
+def _module_imports(name: str, path: Path) -> list[tuple[str, bool, int]]:
+    """(imported module, inside a function?, line) for each trilemma import of a module."""
+    edges: list[tuple[str, bool, int]] = []
+    todo: list[tuple[ast.AST, bool]] = [(ast.parse(path.read_text()), False)]
+    while todo:
+        node, local = todo.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                edges.extend((m, local, child.lineno) for m in _resolve(name, path, child))
+            inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            todo.append((child, inner))
+    return [e for e in edges if e[0] in MODULES and e[0] != name]
+
+
 def _imports() -> dict[str, list[tuple[str, bool, int]]]:
     """module -> [(imported module, inside a function?, line)]."""
-    graph: dict[str, list[tuple[str, bool, int]]] = {}
-    for name, path in MODULES.items():
-        tree = ast.parse(path.read_text())
-        edges: list[tuple[str, bool, int]] = []
-
-        def visit(node: ast.AST, local: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
-                if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    edges.extend((m, local, child.lineno)
-                                 for m in _resolve(name, path, child))  # noqa: B023
-                visit(child, inner)
-
-        visit(tree, False)
-        graph[name] = [e for e in edges if e[0] in MODULES and e[0] != name]
-    return graph
+    return {name: _module_imports(name, path) for name, path in MODULES.items()}
 
 
 GRAPH = _imports()

@@ -149,7 +149,8 @@ def train_run(config: Config, out: str | Path, *, resume: bool = False, device: 
                           "trilemma_version": __version__, "device": device})
     if progress:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        print(f"run {out}: {config.process['name']} + {config.model['net']['name']} "
+        what = config.model.get("method") or (config.model.get("net") or {}).get("name")
+        print(f"run {out}: {config.process['name']} + {what} "
               f"({n_params:,} parameters) on {config.data['name']} {tuple(shape)}, "
               f"device {device}", file=sys.stderr)
     try:

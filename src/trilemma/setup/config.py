@@ -74,8 +74,7 @@ class Config:
 
     def summary(self) -> str:
         """A few lines saying what this run is."""
-        net = dict(self.model["net"])
-        net_name = net.pop("name")
+        net_name = (self.model.get("net") or {}).get("name", "none")
         lines = [
             f"process  {self.process['name']}  "
             + _kv({k: v for k, v in self.process.items() if k != "name"}),
