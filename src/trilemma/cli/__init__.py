@@ -39,8 +39,8 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trilemma`` command; returns the exit status."""
-    # Before torch loads: OpenMP threads that spin while waiting make a busy CPU several times
-    # slower (2-7x on a loaded 2-core machine, docs/BENCHMARKS.md "Training throughput").
+    # OpenMP threads that spin while waiting make a busy CPU several times slower
+    # (docs/BENCHMARKS.md, "Training throughput"); set before the first parallel region.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     try:

@@ -40,8 +40,8 @@ def default_predictor(process: LinearProcess) -> str:
     """Reverse diffusion (score_sde) for scalar processes, Euler-Maruyama for CLD.
 
     For CLD the reverse-diffusion step needs the full-state score (the x-part recovered through
-    Tweedie) and converges more slowly: on grid25 with the quadratic grid at 100 NFE its per-mode
-    spread is 1.26x the target against 1.07x for Euler-Maruyama.
+    Tweedie) and converges more slowly than Euler-Maruyama (per-mode spread on the oracle
+    benchmark, docs/BENCHMARKS.md).
     """
     return "reverse_diffusion" if isinstance(process, ScalarProcess) else "euler_maruyama"
 

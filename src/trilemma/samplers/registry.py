@@ -126,9 +126,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(sample_ddim, "log_snr", "log_snr", _one, processes="scalar",
                         defaults={"eta": 0.0}, description="DDIM (eta = 0 deterministic)"),
     # DPM-Solver++ ends at eps without a denoising call, as in Lu et al.: its data-prediction
-    # steps already return a near-clean state, and on grid25 / VP at NFE 10 spending the call on
-    # one more solver step instead of Tweedie gives SW2 0.0467 vs 0.0507 and per-mode spread
-    # 0.87 vs 0.77 of the true one (docs/BENCHMARKS.md, headline: 3 seeds x 20000 samples).
+    # steps already return a near-clean state, and spending the call on one more solver step
+    # instead of Tweedie measured better on the oracle benchmark (docs/BENCHMARKS.md).
     "dpm2m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
                          defaults={"order": 2}, description="DPM-Solver++(2M)", denoise=False),
     "dpm3m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
@@ -196,22 +195,6 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
             raise ValueError(f"nfe: sampler {name!r} needs at least {minimum} NFE, got {nfe}")
 
 
-def _check_opts(name: str, spec: SamplerSpec, opts: dict) -> None:
-    allowed = sampler_options(name)
-    bad = sorted(set(opts) - set(allowed))
-    if bad:
-        raise ValueError(
-            f"sampler {name!r} got unknown option(s) {bad}; its options are {allowed}"
-        )
-    fixed = {k: v for k, v in spec.defaults.items() if k == "method"}
-    for key, val in fixed.items():
-        if key in opts and opts[key] != val:
-            raise ValueError(
-                f"sampler {name!r} fixes {key}={val!r}; pick the sampler named {opts[key]!r} "
-                "instead"
-            )
-
-
 def sample(
     name: str,
     score_fn: ScoreFn,
@@ -247,7 +230,10 @@ def sample(
             f"sampler {name!r} does not support process {process.name!r}; it supports: "
             f"{', '.join(spec.supported_names())}"
         )
-    _check_opts(name, spec, opts)
+    try:
+        check_sampler(name, None, None, opts)
+    except ValueError as err:
+        raise ValueError(str(err).removeprefix("options: ")) from None
     if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
             or len(shape) < 2:
         raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
