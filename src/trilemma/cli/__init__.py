@@ -14,6 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+# OpenMP threads that spin while waiting make a busy CPU several times slower
+# (docs/BENCHMARKS.md, "Training throughput"); OpenMP reads this when torch loads, below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ..errors import ConfigError
 from ..train import CheckpointError, TrainingDivergedError
 from .commands import (
@@ -39,9 +43,6 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trilemma`` command; returns the exit status."""
-    # OpenMP threads that spin while waiting make a busy CPU several times slower
-    # (docs/BENCHMARKS.md, "Training throughput"); set before the first parallel region.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
