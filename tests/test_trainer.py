@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+from dataclasses import fields
 
 import pytest
 import torch
@@ -137,6 +138,34 @@ def test_config_dict_round_trip_and_unknown_key():
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown TrainConfig field.*'stepz'"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_config_problems_for_the_config_layer():
+    """TrainConfig.CHECKS / problems(): the one source of the train.* ranges and types."""
+    assert {f.name for f in fields(TrainConfig)} == set(TrainConfig.CHECKS)
+    assert TrainConfig.CHECKS["batch_size"](0) == "a positive integer"
+    assert TrainConfig.CHECKS["ema_decay"](1.5) == "a number in [0, 1)"
+    assert TrainConfig.CHECKS["grad_clip"](None) is None
+    assert TrainConfig.CHECKS["betas"]([0.9, 0.99]) is None  # YAML gives lists
+    assert TrainConfig.CHECKS["group_lr"]({"g": "1e-4"}) is None  # YAML 1.1 strings
+    assert TrainConfig.CHECKS["seed"](True) == "an integer >= 0"
+    assert TrainConfig.problems({}) == []
+    assert TrainConfig.problems({"steps": 0, "lr": -1, "betas": (0.9,), "stepz": 1}) == [
+        "stepz: unknown field",
+        "steps: expected a positive integer, got 0",
+        "lr: expected a positive number, got -1",
+        "betas: expected two numbers in [0, 1), got (0.9,)",
+    ]
+    # couplings between fields, checked once both fields are valid
+    assert TrainConfig.problems({"steps": 10, "warmup_steps": 10, "lr": 1e-3, "min_lr": 1e-2}) == [
+        "warmup_steps: expected < steps = 10, got 10",
+        "min_lr: expected <= lr = 0.001, got 0.01",
+    ]
+    assert TrainConfig.problems({"steps": 0, "warmup_steps": 5}) == [
+        "steps: expected a positive integer, got 0"
+    ]
+    with pytest.raises(ValueError, match=r"integer, got 0; TrainConfig\.lr must be"):
+        TrainConfig(steps=0, lr=0.0)
 
 
 def test_lr_schedule_values_and_scheduler(tmp_path):

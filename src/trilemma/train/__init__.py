@@ -10,6 +10,7 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from .config import TrainConfig, lr_factor
 from .distributed import (
     DistInfo,
     LossAdapter,
@@ -21,7 +22,7 @@ from .distributed import (
     wrap_model,
 )
 from .ema import EMA
-from .trainer import TrainConfig, Trainer, TrainingDivergedError, lr_factor
+from .trainer import Trainer, TrainingDivergedError
 
 __all__ = [
     "EMA",

@@ -41,7 +41,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ from torch.utils.data import (
 from tqdm.auto import tqdm
 
 from .checkpoint import clean_temporary, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, changed_fields, lr_factor
 from .distributed import (
     all_gather_tensor,
     all_reduce_mean,
@@ -73,177 +73,7 @@ logger = logging.getLogger("trilemma.train")
 
 SampleFn = Callable[[nn.Module, int, Path], Any]
 
-# fields that may change between a run and its resumption without a warning
-_RUNTIME_FIELDS = frozenset(
-    {
-        "steps",
-        "log_every",
-        "ckpt_every",
-        "keep_last",
-        "sample_every",
-        "max_bad_steps",
-        "num_workers",
-    }
-)
 _BF16_CPU_WARNED = False
-
-
-def _check_int(name: str, v: Any, lo: int) -> None:
-    """Raise naming ``TrainConfig.<name>`` unless ``v`` is an int >= lo."""
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ValueError(f"TrainConfig.{name} must be an int >= {lo}, got {v!r}")
-
-
-def _check_float(
-    name: str, v: Any, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False
-) -> None:
-    """Raise naming ``TrainConfig.<name>`` unless ``v`` is a finite number in the range."""
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        raise ValueError(
-            f"TrainConfig.{name} must be a finite number in {lb}{lo}, {hi}{rb}, got {v!r}"
-        )
-
-
-def _maybe_float(v: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string: turn numeric strings into floats, keep the rest."""
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings of a training run (validated on creation).
-
-    ``batch_size`` is the global micro-batch (split over DDP ranks); an optimizer step sees
-    ``batch_size * grad_accum`` samples. ``grad_clip = None`` disables clipping (the norm is
-    still logged). ``ckpt_every = 0`` / ``sample_every = 0`` checkpoint only at the end / never
-    sample; ``keep_last = 0`` keeps every checkpoint. ``bf16`` autocasts the loss on CUDA only.
-    ``group_lr`` sets the learning rate of named parameter groups of a multi-phase model (a GAN,
-    e.g. ``{"g": 1.6e-4, "d": 1.25e-4}``); groups it does not name use ``lr``. Warm-up and the
-    cosine decay scale every group alike (each group decays to the fraction ``min_lr / lr`` of
-    its own rate).
-    """
-
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    min_lr: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    grad_accum: int = 1
-    bf16: bool = False
-    log_every: int = 50
-    ckpt_every: int = 1000
-    keep_last: int = 3
-    sample_every: int = 0
-    max_bad_steps: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    group_lr: dict[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.betas, list):
-            self.betas = tuple(self.betas)
-        if isinstance(self.group_lr, Mapping):
-            self.group_lr = {k: _maybe_float(v) for k, v in self.group_lr.items()}
-        self.validate()
-
-    def validate(self) -> None:
-        """Check every field; the error names the field and what was expected."""
-        _check_int("steps", self.steps, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("lr", self.lr, 0.0, lo_open=True)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        if (
-            not isinstance(self.betas, tuple)
-            or len(self.betas) != 2
-            or not all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                for b in self.betas
-            )
-        ):
-            raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {self.betas!r}")
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        if self.warmup_steps >= self.steps:
-            raise ValueError(
-                f"TrainConfig.warmup_steps must be < steps = {self.steps}, got {self.warmup_steps}"
-            )
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
-            )
-        _check_float("min_lr", self.min_lr, 0.0, self.lr)
-        if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, 0.0, lo_open=True)
-        _check_float("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
-        if not isinstance(self.ema_warmup, bool):
-            raise ValueError(f"TrainConfig.ema_warmup must be a bool, got {self.ema_warmup!r}")
-        _check_int("grad_accum", self.grad_accum, 1)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"TrainConfig.bf16 must be a bool, got {self.bf16!r}")
-        _check_int("log_every", self.log_every, 1)
-        _check_int("ckpt_every", self.ckpt_every, 0)
-        _check_int("keep_last", self.keep_last, 0)
-        _check_int("sample_every", self.sample_every, 0)
-        _check_int("max_bad_steps", self.max_bad_steps, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("num_workers", self.num_workers, 0)
-        if self.group_lr is not None:
-            if not isinstance(self.group_lr, dict) or not all(
-                isinstance(k, str) and k for k in self.group_lr
-            ):
-                raise ValueError(
-                    "TrainConfig.group_lr must be null or a mapping of group names to learning "
-                    f"rates, got {self.group_lr!r}"
-                )
-            for k, v in self.group_lr.items():
-                _check_float(f"group_lr.{k}", v, 0.0, lo_open=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of the fields."""
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict (e.g. YAML); unknown keys are an error naming them."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {', '.join(names)}")
-        return cls(**dict(d))
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """LR multiplier at optimizer step ``step`` (0-based): linear warm-up, then constant/cosine.
-
-    Warm-up: ``(step + 1) / warmup_steps``; cosine decays from 1 to ``min_lr / lr`` at the last
-    step ``steps - 1``.
-    """
-    w = config.warmup_steps
-    if step < w:
-        return (step + 1) / w
-    if config.schedule == "constant":
-        return 1.0
-    span = max(1, config.steps - 1 - w)
-    progress = min(1.0, (step - w) / span)
-    floor = config.min_lr / config.lr
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TrainingDivergedError(RuntimeError):
@@ -725,9 +555,7 @@ class Trainer:
             self.noise.manual_seed(rank_seed(self.config.seed, r, f"noise@{self.step}"))
         saved = info.get("config") or {}
         now = self.config.to_dict()
-        changed = sorted(
-            k for k in now if k not in _RUNTIME_FIELDS and k in saved and saved[k] != now[k]
-        )
+        changed = changed_fields(saved, now)
         if changed:
             warnings.warn(
                 f"resuming {ckpt} with changed config field(s): "
