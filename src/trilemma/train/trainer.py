@@ -39,7 +39,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    IterableDataset,
-    TensorDataset,
-)
 from tqdm.auto import tqdm
 
+from .batches import Batches, batch_len, to_device
 from .checkpoint import clean_temporary, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, changed_fields, lr_factor
 from .distributed import (
@@ -64,7 +58,6 @@ from .distributed import (
     barrier,
     dist_info,
     rank_seed,
-    shard_batches,
     wrap_model,
 )
 from .ema import EMA
@@ -78,137 +71,6 @@ _BF16_CPU_WARNED = False
 
 class TrainingDivergedError(RuntimeError):
     """Raised after ``max_bad_steps`` consecutive non-finite steps."""
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a batch (tensor, tuple, list or dict) to ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple):
-        return tuple(_to_device(b, device) for b in batch)
-    if isinstance(batch, list):
-        return [_to_device(b, device) for b in batch]
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def _batch_len(batch: Any) -> int | None:
-    """Number of samples in a batch: the first dimension of its first tensor."""
-    if isinstance(batch, Tensor):
-        return int(batch.shape[0]) if batch.dim() else None
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (tuple, list)):
-        for b in batch:
-            n = _batch_len(b)
-            if n is not None:
-                return n
-    return None
-
-
-class _Batches:
-    """Endless stream of micro-batches that can start at any micro-batch position."""
-
-    def __init__(
-        self, data: Any, batch_size: int, rank: int, world: int, seed: int, num_workers: int
-    ) -> None:
-        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
-        self.num_workers = num_workers
-        self.tensors: tuple[Tensor, ...] | None = None
-        self.single = False
-        self.dataset: Dataset | None = None
-        self.iterable: Iterable | None = None
-        if isinstance(data, Tensor):
-            self.tensors, self.single = (data,), True
-        elif isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
-            self.tensors = data
-        elif isinstance(data, TensorDataset):
-            self.tensors, self.single = tuple(data.tensors), len(data.tensors) == 1
-        elif (
-            isinstance(data, Dataset)
-            and not isinstance(data, IterableDataset)
-            and hasattr(data, "__len__")
-        ):
-            self.dataset = data
-        elif isinstance(data, Iterable):
-            self.iterable = data
-        else:
-            raise TypeError(
-                "data must be a tensor, a tuple of tensors, a map-style Dataset or a re-iterable "
-                f"of batches (e.g. a DataLoader), got {type(data).__name__}"
-            )
-        if self.tensors is not None:
-            n = self.tensors[0].shape[0] if self.tensors[0].dim() else 0
-            for i, t in enumerate(self.tensors):
-                if t.dim() == 0 or t.shape[0] != n:
-                    raise ValueError(
-                        f"data tensors must share their first dimension; tensor {i} has shape "
-                        f"{tuple(t.shape)}, tensor 0 has {n} samples"
-                    )
-            self.n = int(n)
-        elif self.dataset is not None:
-            self.n = len(self.dataset)
-        if self.iterable is None:
-            global_batch = batch_size * world
-            if self.n < global_batch:
-                raise ValueError(
-                    f"data holds {self.n} samples, fewer than one global batch "
-                    f"(batch_size = {global_batch}); lower TrainConfig.batch_size"
-                )
-            self.per_epoch = self.n // global_batch
-
-    def epoch_of(self, position: int) -> int:
-        """Epoch of micro-batch ``position`` (0 for iterables, whose length is unknown)."""
-        return position // self.per_epoch if self.iterable is None else 0
-
-    def iterate(self, position: int) -> Iterator[Any]:
-        """Micro-batches from ``position`` (micro-batches already consumed) onwards, forever."""
-        if self.iterable is not None:
-            yield from self._iterate_iterable(position)
-            return
-        epoch, offset = divmod(position, self.per_epoch)
-        while True:
-            batches = shard_batches(
-                self.n, self.batch_size, epoch, self.seed, self.rank, self.world
-            )[offset:]
-            if self.tensors is not None:
-                for idx in batches:
-                    ix = torch.as_tensor(idx, dtype=torch.long)
-                    out = tuple(t[ix] for t in self.tensors)
-                    yield out[0] if self.single else out
-            else:
-                yield from DataLoader(
-                    self.dataset, batch_sampler=batches, num_workers=self.num_workers
-                )
-            epoch, offset = epoch + 1, 0
-
-    def _iterate_iterable(self, position: int) -> Iterator[Any]:
-        """Pass over the iterable again and again, dropping the first ``position`` batches."""
-        data = self.iterable
-        if position:
-            logger.info("replaying %d batches of the data iterable to resume", position)
-        seen, epoch = 0, 0
-        while True:
-            for obj in (
-                getattr(data, "sampler", None),
-                getattr(data, "batch_sampler", None),
-                getattr(getattr(data, "batch_sampler", None), "sampler", None),
-            ):
-                if hasattr(obj, "set_epoch"):
-                    obj.set_epoch(epoch)
-            count = 0
-            for batch in data:
-                count += 1
-                seen += 1
-                if seen > position:
-                    yield batch
-            if count == 0:
-                raise ValueError(
-                    f"data yielded no batches in epoch {epoch}; pass a re-iterable (a "
-                    "DataLoader or a list), not a one-shot iterator or an empty loader"
-                )
-            epoch += 1
 
 
 class _CsvLog:
@@ -471,7 +333,7 @@ class Trainer:
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.noise = torch.Generator(device=self.device)
         self.noise.manual_seed(rank_seed(config.seed, self.info.rank, "noise"))
-        self.batches = _Batches(
+        self.batches = Batches(
             data,
             config.batch_size // world,
             self.info.rank,
@@ -479,15 +341,6 @@ class Trainer:
             rank_seed(config.seed, 0, "data"),
             config.num_workers,
         )
-        if world > 1 and self.batches.iterable is not None:
-            sampler = getattr(data, "sampler", None)
-            if not isinstance(sampler, DistributedSampler):
-                warnings.warn(
-                    f"training on {world} ranks from an iterable without a DistributedSampler: "
-                    "unless it shards itself, every rank sees the same batches; pass a tensor "
-                    "or Dataset to let the trainer shard it",
-                    stacklevel=2,
-                )
         self.step = 0
         self.micro_batches = 0
         self.skipped_steps = 0
@@ -583,7 +436,7 @@ class Trainer:
 
     def _check_per_sample(self, per: Any, batch: Any) -> None:
         """Raise unless the loss is a ``(B,)`` tensor of per-sample losses."""
-        n = _batch_len(batch)
+        n = batch_len(batch)
         if not isinstance(per, Tensor) or per.dim() != 1 or (n is not None and per.shape[0] != n):
             shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
             raise ValueError(
@@ -601,7 +454,7 @@ class Trainer:
         self.model.train()
         batches = []
         for _ in range(cfg.grad_accum):
-            batches.append(_to_device(next(stream), self.device))
+            batches.append(to_device(next(stream), self.device))
             self.micro_batches += 1
         ddp = isinstance(self.engine, DistributedDataParallel)
         results: dict[str, tuple[float, float, bool]] = {}
@@ -652,14 +505,14 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         ddp = isinstance(self.engine, DistributedDataParallel)
         for k in range(cfg.grad_accum):
-            batch = _to_device(next(stream), self.device)
+            batch = to_device(next(stream), self.device)
             self.micro_batches += 1
             sync = nullcontext() if (not ddp or k == cfg.grad_accum - 1) else self.engine.no_sync()
             with sync:
                 amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
                 with amp:
                     per = self.engine(batch, generator=self.noise)
-                n = _batch_len(batch)
+                n = batch_len(batch)
                 if (
                     not isinstance(per, Tensor)
                     or per.dim() != 1
