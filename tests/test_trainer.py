@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import warnings
 from dataclasses import fields
@@ -22,6 +23,7 @@ from trilemma.train import (
     load_checkpoint,
     lr_factor,
 )
+from trilemma.train.batches import StepBatches
 
 
 class LinReg(nn.Module):
@@ -475,3 +477,28 @@ def test_bf16_on_cpu_stays_float32(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once only
         Trainer(LinReg(), (x, y), cfg(steps=2, bf16=True), tmp_path / "b", progress=False).fit()
+
+
+def test_a_one_loss_model_is_a_single_phase(tmp_path):
+    x, y, _ = regression_data()
+    tr = Trainer(LinReg(), (x, y), cfg(), tmp_path, progress=False)
+    assert [p.name for p in tr.phases] == ["loss"]
+    assert tr.phases[0].params == list(tr.model.parameters()) and tr.phases[0].others == []
+    assert len(tr.optimizer.param_groups) == 1 and "name" not in tr.optimizer.param_groups[0]
+
+
+def test_step_batches_read_order():
+    """One pass reads each micro-batch when it asks for it; several passes read them first."""
+    reads = []
+
+    def source():
+        for i in itertools.count():
+            reads.append(i)
+            yield i
+
+    src = source()
+    one = StepBatches(src, 3)
+    assert [(b, len(reads)) for b in one] == [(0, 1), (1, 2), (2, 3)]
+    assert list(one) == [0, 1, 2] and len(reads) == 3  # kept, not read again
+    two = StepBatches(src, 2, passes=2)
+    assert len(reads) == 5 and list(two) == [3, 4] and list(two) == [3, 4]

@@ -1,4 +1,5 @@
-"""Training: the trainer loop, EMA, safetensors checkpoints and distributed helpers."""
+"""Training: the trainer loop and its parts (config, batches, phases, log), EMA, safetensors
+checkpoints and distributed helpers."""
 
 from .checkpoint import (
     CheckpointError,

@@ -177,3 +177,28 @@ class Batches:
                     "DataLoader or a list), not a one-shot iterator or an empty loader"
                 )
             epoch += 1
+
+
+class StepBatches:
+    """The micro-batches of one optimizer step, read from ``source`` and kept for every pass.
+
+    With one pass (a one-loss model) each micro-batch is read as the pass asks for it, between
+    forward passes; with several (one per phase) all are read before the first. Reading can
+    draw from the global RNG (a DataLoader seeds each epoch from it), so this order is part of
+    what makes runs repeat exactly.
+    """
+
+    def __init__(self, source: Iterator[Any], count: int, passes: int = 1) -> None:
+        self._source, self._count = source, count
+        self._read: list[Any] = []
+        if passes > 1:
+            self._read = [next(source) for _ in range(count)]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        for k in range(self._count):
+            if k == len(self._read):
+                self._read.append(next(self._source))
+            yield self._read[k]
