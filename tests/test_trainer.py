@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import warnings
+from dataclasses import fields
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from trilemma.train import (
     load_checkpoint,
     lr_factor,
 )
+from trilemma.train.batches import StepBatches
 
 
 class LinReg(nn.Module):
@@ -137,6 +140,34 @@ def test_config_dict_round_trip_and_unknown_key():
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown TrainConfig field.*'stepz'"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_config_problems_for_the_config_layer():
+    """TrainConfig.CHECKS / problems(): the one source of the train.* ranges and types."""
+    assert {f.name for f in fields(TrainConfig)} == set(TrainConfig.CHECKS)
+    assert TrainConfig.CHECKS["batch_size"](0) == "a positive integer"
+    assert TrainConfig.CHECKS["ema_decay"](1.5) == "a number in [0, 1)"
+    assert TrainConfig.CHECKS["grad_clip"](None) is None
+    assert TrainConfig.CHECKS["betas"]([0.9, 0.99]) is None  # YAML gives lists
+    assert TrainConfig.CHECKS["group_lr"]({"g": "1e-4"}) is None  # YAML 1.1 strings
+    assert TrainConfig.CHECKS["seed"](True) == "an integer >= 0"
+    assert TrainConfig.problems({}) == []
+    assert TrainConfig.problems({"steps": 0, "lr": -1, "betas": (0.9,), "stepz": 1}) == [
+        "stepz: unknown field",
+        "steps: expected a positive integer, got 0",
+        "lr: expected a positive number, got -1",
+        "betas: expected two numbers in [0, 1), got (0.9,)",
+    ]
+    # couplings between fields, checked once both fields are valid
+    assert TrainConfig.problems({"steps": 10, "warmup_steps": 10, "lr": 1e-3, "min_lr": 1e-2}) == [
+        "warmup_steps: expected < steps = 10, got 10",
+        "min_lr: expected <= lr = 0.001, got 0.01",
+    ]
+    assert TrainConfig.problems({"steps": 0, "warmup_steps": 5}) == [
+        "steps: expected a positive integer, got 0"
+    ]
+    with pytest.raises(ValueError, match=r"integer, got 0; TrainConfig\.lr must be"):
+        TrainConfig(steps=0, lr=0.0)
 
 
 def test_lr_schedule_values_and_scheduler(tmp_path):
@@ -446,3 +477,28 @@ def test_bf16_on_cpu_stays_float32(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once only
         Trainer(LinReg(), (x, y), cfg(steps=2, bf16=True), tmp_path / "b", progress=False).fit()
+
+
+def test_a_one_loss_model_is_a_single_phase(tmp_path):
+    x, y, _ = regression_data()
+    tr = Trainer(LinReg(), (x, y), cfg(), tmp_path, progress=False)
+    assert [p.name for p in tr.phases] == ["loss"]
+    assert tr.phases[0].params == list(tr.model.parameters()) and tr.phases[0].others == []
+    assert len(tr.optimizer.param_groups) == 1 and "name" not in tr.optimizer.param_groups[0]
+
+
+def test_step_batches_read_order():
+    """One pass reads each micro-batch when it asks for it; several passes read them first."""
+    reads = []
+
+    def source():
+        for i in itertools.count():
+            reads.append(i)
+            yield i
+
+    src = source()
+    one = StepBatches(src, 3)
+    assert [(b, len(reads)) for b in one] == [(0, 1), (1, 2), (2, 3)]
+    assert list(one) == [0, 1, 2] and len(reads) == 3  # kept, not read again
+    two = StepBatches(src, 2, passes=2)
+    assert len(reads) == 5 and list(two) == [3, 4] and list(two) == [3, 4]

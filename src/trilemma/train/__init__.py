@@ -1,4 +1,5 @@
-"""Training: the trainer loop, EMA, safetensors checkpoints and distributed helpers."""
+"""Training: the trainer loop and its parts (config, batches, phases, log), EMA, safetensors
+checkpoints and distributed helpers."""
 
 from .checkpoint import (
     CheckpointError,
@@ -10,19 +11,19 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from .config import TrainConfig, lr_factor
 from .distributed import (
     DistInfo,
     LossAdapter,
     cleanup_distributed,
     dist_info,
     init_distributed,
-    is_main_process,
     rank_seed,
     shard_batches,
     wrap_model,
 )
 from .ema import EMA
-from .trainer import TrainConfig, Trainer, TrainingDivergedError, lr_factor
+from .trainer import Trainer, TrainingDivergedError
 
 __all__ = [
     "EMA",
@@ -36,7 +37,6 @@ __all__ = [
     "cleanup_distributed",
     "dist_info",
     "init_distributed",
-    "is_main_process",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

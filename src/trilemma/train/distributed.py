@@ -148,11 +148,6 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def is_main_process() -> bool:
-    """True on rank 0 or when not distributed."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def barrier() -> None:
     """Wait for every rank (no-op in one process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -7,25 +7,22 @@ it, moved to the device: a tensor, or a tuple ``(x, labels)`` (the model decides
 uses the labels; :class:`trilemma.methods.ScoreModel` takes ``batch[0]``).
 
 Multi-phase models (GANs such as :class:`trilemma.methods.ddgan.DDGAN`) declare
-``train_phases`` and ``param_groups()`` and take ``loss(batch, generator, phase, step)``; every
-optimizer step then runs the phases in turn, each updating its own parameter group of the one
-optimizer (see :class:`Trainer`), with the same checkpoints, resume, DDP and NaN guard.
+``train_phases`` and ``param_groups()`` and take ``loss(batch, generator, phase, step)``. The
+loop sees every model as a list of phases (:mod:`trilemma.train.phases`; a one-loss model is a
+single phase): every optimizer step runs the phases in turn, each updating its own parameter
+group of the one optimizer (see :class:`Trainer`), with the same checkpoints, resume, DDP and
+NaN guard.
 
-Data and determinism:
+The parts: :mod:`~trilemma.train.config` (``TrainConfig``, the LR schedule),
+:mod:`~trilemma.train.batches` (micro-batches), :mod:`~trilemma.train.phases` (models as
+phases), :mod:`~trilemma.train.log` (``log.csv``, progress bar, diagnosis); this module is
+the loop.
 
-- ``data`` a **tensor**, a **tuple of tensors** (e.g. ``(x, y)``, same first dimension), a
-  ``TensorDataset`` or any map-style ``Dataset``: the trainer makes the batches itself
-  (``config.batch_size`` globally, shuffled per epoch from ``(seed, epoch)`` as
-  ``DistributedSampler`` does, incomplete batches dropped). The data position is a pure
-  function of the number of micro-batches consumed, so resuming is exact and needs no
-  replay; under DDP each rank takes its ``B / world`` share of the same global batch.
-- ``data`` any other **re-iterable** (a ``DataLoader``, a list of batches): iterated as it
-  is, one pass per epoch (``set_epoch`` is called on a ``DistributedSampler``); on resume the
-  consumed batches are replayed and dropped, exact only if the iterable repeats itself (e.g.
-  a DataLoader with a seeded ``generator=`` built afresh). ``config.batch_size`` is unused.
-- The loss noise comes from a ``torch.Generator`` seeded by ``(seed, rank)`` and saved in
-  every checkpoint, together with the global torch RNG state (dropout) of every rank. Python's
-  ``random`` and numpy's global RNG are not used by the trainer and are not saved.
+Determinism: the data position follows from the number of micro-batches consumed
+(:mod:`~trilemma.train.batches`); the loss noise comes from a ``torch.Generator`` seeded by
+``(seed, rank)`` and saved in every checkpoint, together with the global torch RNG state
+(dropout) of every rank. Python's ``random`` and numpy's global RNG are not used by the trainer
+and are not saved.
 
 So on CPU, ``N`` steps + crash + ``N`` resumed steps give bit-identical weights to ``2 N``
 straight steps (tests/test_trainer.py checks it).
@@ -33,497 +30,69 @@ straight steps (tests/test_trainer.py checks it).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    IterableDataset,
-    TensorDataset,
-)
-from tqdm.auto import tqdm
 
+from .batches import Batches, StepBatches, to_device
 from .checkpoint import clean_temporary, latest_checkpoint, load_checkpoint, save_checkpoint
-from .distributed import (
-    all_gather_tensor,
-    all_reduce_mean,
-    barrier,
-    dist_info,
-    rank_seed,
-    shard_batches,
-    wrap_model,
-)
+from .config import TrainConfig, changed_fields, lr_factor
+from .distributed import all_gather_tensor, all_reduce_mean, barrier, dist_info, rank_seed
 from .ema import EMA
+from .log import TrainLog
+from .phases import (
+    Phase,
+    PhaseResult,
+    StepResult,
+    build_phases,
+    make_optimizer,
+    mean_loss,
+    model_hooks,
+)
+
+__all__ = ["SampleFn", "TrainConfig", "Trainer", "TrainingDivergedError", "lr_factor"]
 
 logger = logging.getLogger("trilemma.train")
 
 SampleFn = Callable[[nn.Module, int, Path], Any]
 
-# fields that may change between a run and its resumption without a warning
-_RUNTIME_FIELDS = frozenset(
-    {
-        "steps",
-        "log_every",
-        "ckpt_every",
-        "keep_last",
-        "sample_every",
-        "max_bad_steps",
-        "num_workers",
-    }
-)
 _BF16_CPU_WARNED = False
-
-
-def _check_int(name: str, v: Any, lo: int) -> None:
-    """Raise naming ``TrainConfig.<name>`` unless ``v`` is an int >= lo."""
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ValueError(f"TrainConfig.{name} must be an int >= {lo}, got {v!r}")
-
-
-def _check_float(
-    name: str, v: Any, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False
-) -> None:
-    """Raise naming ``TrainConfig.<name>`` unless ``v`` is a finite number in the range."""
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        raise ValueError(
-            f"TrainConfig.{name} must be a finite number in {lb}{lo}, {hi}{rb}, got {v!r}"
-        )
-
-
-def _maybe_float(v: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string: turn numeric strings into floats, keep the rest."""
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings of a training run (validated on creation).
-
-    ``batch_size`` is the global micro-batch (split over DDP ranks); an optimizer step sees
-    ``batch_size * grad_accum`` samples. ``grad_clip = None`` disables clipping (the norm is
-    still logged). ``ckpt_every = 0`` / ``sample_every = 0`` checkpoint only at the end / never
-    sample; ``keep_last = 0`` keeps every checkpoint. ``bf16`` autocasts the loss on CUDA only.
-    ``group_lr`` sets the learning rate of named parameter groups of a multi-phase model (a GAN,
-    e.g. ``{"g": 1.6e-4, "d": 1.25e-4}``); groups it does not name use ``lr``. Warm-up and the
-    cosine decay scale every group alike (each group decays to the fraction ``min_lr / lr`` of
-    its own rate).
-    """
-
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    min_lr: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    grad_accum: int = 1
-    bf16: bool = False
-    log_every: int = 50
-    ckpt_every: int = 1000
-    keep_last: int = 3
-    sample_every: int = 0
-    max_bad_steps: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    group_lr: dict[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.betas, list):
-            self.betas = tuple(self.betas)
-        if isinstance(self.group_lr, Mapping):
-            self.group_lr = {k: _maybe_float(v) for k, v in self.group_lr.items()}
-        self.validate()
-
-    def validate(self) -> None:
-        """Check every field; the error names the field and what was expected."""
-        _check_int("steps", self.steps, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("lr", self.lr, 0.0, lo_open=True)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        if (
-            not isinstance(self.betas, tuple)
-            or len(self.betas) != 2
-            or not all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                for b in self.betas
-            )
-        ):
-            raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {self.betas!r}")
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        if self.warmup_steps >= self.steps:
-            raise ValueError(
-                f"TrainConfig.warmup_steps must be < steps = {self.steps}, got {self.warmup_steps}"
-            )
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
-            )
-        _check_float("min_lr", self.min_lr, 0.0, self.lr)
-        if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, 0.0, lo_open=True)
-        _check_float("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
-        if not isinstance(self.ema_warmup, bool):
-            raise ValueError(f"TrainConfig.ema_warmup must be a bool, got {self.ema_warmup!r}")
-        _check_int("grad_accum", self.grad_accum, 1)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"TrainConfig.bf16 must be a bool, got {self.bf16!r}")
-        _check_int("log_every", self.log_every, 1)
-        _check_int("ckpt_every", self.ckpt_every, 0)
-        _check_int("keep_last", self.keep_last, 0)
-        _check_int("sample_every", self.sample_every, 0)
-        _check_int("max_bad_steps", self.max_bad_steps, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("num_workers", self.num_workers, 0)
-        if self.group_lr is not None:
-            if not isinstance(self.group_lr, dict) or not all(
-                isinstance(k, str) and k for k in self.group_lr
-            ):
-                raise ValueError(
-                    "TrainConfig.group_lr must be null or a mapping of group names to learning "
-                    f"rates, got {self.group_lr!r}"
-                )
-            for k, v in self.group_lr.items():
-                _check_float(f"group_lr.{k}", v, 0.0, lo_open=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of the fields."""
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict (e.g. YAML); unknown keys are an error naming them."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {', '.join(names)}")
-        return cls(**dict(d))
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """LR multiplier at optimizer step ``step`` (0-based): linear warm-up, then constant/cosine.
-
-    Warm-up: ``(step + 1) / warmup_steps``; cosine decays from 1 to ``min_lr / lr`` at the last
-    step ``steps - 1``.
-    """
-    w = config.warmup_steps
-    if step < w:
-        return (step + 1) / w
-    if config.schedule == "constant":
-        return 1.0
-    span = max(1, config.steps - 1 - w)
-    progress = min(1.0, (step - w) / span)
-    floor = config.min_lr / config.lr
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TrainingDivergedError(RuntimeError):
     """Raised after ``max_bad_steps`` consecutive non-finite steps."""
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a batch (tensor, tuple, list or dict) to ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple):
-        return tuple(_to_device(b, device) for b in batch)
-    if isinstance(batch, list):
-        return [_to_device(b, device) for b in batch]
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
+def _grad_norm(params: list[nn.Parameter], clip: float | None) -> float:
+    """Clip (if ``clip`` is set) and return the total gradient 2-norm before clipping."""
+    if clip is not None:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip))
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    )
 
 
-def _batch_len(batch: Any) -> int | None:
-    """Number of samples in a batch: the first dimension of its first tensor."""
-    if isinstance(batch, Tensor):
-        return int(batch.shape[0]) if batch.dim() else None
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (tuple, list)):
-        for b in batch:
-            n = _batch_len(b)
-            if n is not None:
-                return n
-    return None
-
-
-class _Batches:
-    """Endless stream of micro-batches that can start at any micro-batch position."""
-
-    def __init__(
-        self, data: Any, batch_size: int, rank: int, world: int, seed: int, num_workers: int
-    ) -> None:
-        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
-        self.num_workers = num_workers
-        self.tensors: tuple[Tensor, ...] | None = None
-        self.single = False
-        self.dataset: Dataset | None = None
-        self.iterable: Iterable | None = None
-        if isinstance(data, Tensor):
-            self.tensors, self.single = (data,), True
-        elif isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
-            self.tensors = data
-        elif isinstance(data, TensorDataset):
-            self.tensors, self.single = tuple(data.tensors), len(data.tensors) == 1
-        elif (
-            isinstance(data, Dataset)
-            and not isinstance(data, IterableDataset)
-            and hasattr(data, "__len__")
-        ):
-            self.dataset = data
-        elif isinstance(data, Iterable):
-            self.iterable = data
-        else:
-            raise TypeError(
-                "data must be a tensor, a tuple of tensors, a map-style Dataset or a re-iterable "
-                f"of batches (e.g. a DataLoader), got {type(data).__name__}"
-            )
-        if self.tensors is not None:
-            n = self.tensors[0].shape[0] if self.tensors[0].dim() else 0
-            for i, t in enumerate(self.tensors):
-                if t.dim() == 0 or t.shape[0] != n:
-                    raise ValueError(
-                        f"data tensors must share their first dimension; tensor {i} has shape "
-                        f"{tuple(t.shape)}, tensor 0 has {n} samples"
-                    )
-            self.n = int(n)
-        elif self.dataset is not None:
-            self.n = len(self.dataset)
-        if self.iterable is None:
-            global_batch = batch_size * world
-            if self.n < global_batch:
-                raise ValueError(
-                    f"data holds {self.n} samples, fewer than one global batch "
-                    f"(batch_size = {global_batch}); lower TrainConfig.batch_size"
-                )
-            self.per_epoch = self.n // global_batch
-
-    def epoch_of(self, position: int) -> int:
-        """Epoch of micro-batch ``position`` (0 for iterables, whose length is unknown)."""
-        return position // self.per_epoch if self.iterable is None else 0
-
-    def iterate(self, position: int) -> Iterator[Any]:
-        """Micro-batches from ``position`` (micro-batches already consumed) onwards, forever."""
-        if self.iterable is not None:
-            yield from self._iterate_iterable(position)
-            return
-        epoch, offset = divmod(position, self.per_epoch)
-        while True:
-            batches = shard_batches(
-                self.n, self.batch_size, epoch, self.seed, self.rank, self.world
-            )[offset:]
-            if self.tensors is not None:
-                for idx in batches:
-                    ix = torch.as_tensor(idx, dtype=torch.long)
-                    out = tuple(t[ix] for t in self.tensors)
-                    yield out[0] if self.single else out
-            else:
-                yield from DataLoader(
-                    self.dataset, batch_sampler=batches, num_workers=self.num_workers
-                )
-            epoch, offset = epoch + 1, 0
-
-    def _iterate_iterable(self, position: int) -> Iterator[Any]:
-        """Pass over the iterable again and again, dropping the first ``position`` batches."""
-        data = self.iterable
-        if position:
-            logger.info("replaying %d batches of the data iterable to resume", position)
-        seen, epoch = 0, 0
-        while True:
-            for obj in (
-                getattr(data, "sampler", None),
-                getattr(data, "batch_sampler", None),
-                getattr(getattr(data, "batch_sampler", None), "sampler", None),
-            ):
-                if hasattr(obj, "set_epoch"):
-                    obj.set_epoch(epoch)
-            count = 0
-            for batch in data:
-                count += 1
-                seen += 1
-                if seen > position:
-                    yield batch
-            if count == 0:
-                raise ValueError(
-                    f"data yielded no batches in epoch {epoch}; pass a re-iterable (a "
-                    "DataLoader or a list), not a one-shot iterator or an empty loader"
-                )
-            epoch += 1
-
-
-class _CsvLog:
-    """``log.csv``: one row every ``log_every`` steps; on resume rows past the step are cut.
-
-    Multi-phase models add ``extra`` columns (``loss_<phase>``, ``grad_norm_<phase>``).
-    """
-
-    FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "skipped")
-
-    def __init__(self, path: Path, keep_until: int | None, extra: tuple[str, ...] = ()) -> None:
-        self.fields = self.FIELDS + tuple(extra)
-        rows: list[list[str]] = []
-        if keep_until is not None and path.is_file():
-            with open(path, newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if header == list(self.fields):
-                    for row in reader:
-                        try:
-                            if row and int(row[0]) <= keep_until:
-                                rows.append(row)
-                        except ValueError:
-                            continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(self.fields)
-            w.writerows(rows)
-        os.replace(tmp, path)
-        self._file = open(path, "a", newline="")  # closed in close()
-        self._writer = csv.writer(self._file)
-
-    def write(
-        self,
-        step: int,
-        loss: float,
-        lr: float,
-        grad_norm: float,
-        steps_per_s: float,
-        skipped: int,
-        extra: tuple[float, ...] = (),
-    ) -> None:
-        """Append one row and flush."""
-        self._writer.writerow(
-            [step, f"{loss:.8g}", f"{lr:.8g}", f"{grad_norm:.6g}", f"{steps_per_s:.4g}", skipped]
-            + [f"{v:.8g}" for v in extra]
-        )
-        self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-
-class _PhaseAdapter(nn.Module):
-    """``forward(batch, generator, phase, step)`` -> ``module.loss(...)`` for multi-phase models.
-
-    The DDP entry point of a model with ``train_phases`` (as :class:`LossAdapter` is for the
-    others); the wrapped model stays reachable as ``.module``.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(
-        self, batch: Any, generator: torch.Generator | None = None, phase: str = "", step: int = 0
-    ) -> Tensor:
-        """Per-sample losses of ``phase`` on ``batch`` at optimizer step ``step``."""
-        return self.module.loss(batch, generator=generator, phase=phase, step=step)
-
-
-def _model_phases(model: nn.Module) -> tuple[str, ...] | None:
-    """The model's ``train_phases`` (checked), or None for an ordinary one-loss model."""
-    phases = getattr(model, "train_phases", None)
-    if phases is None:
-        return None
-    if (
-        isinstance(phases, str)
-        or not isinstance(phases, (tuple, list))
-        or not phases
-        or not all(isinstance(p, str) and p for p in phases)
-        or len(set(phases)) != len(phases)
-    ):
-        raise TypeError(
-            f"{type(model).__name__}.train_phases must be a tuple of distinct phase names, got "
-            f"{phases!r}"
-        )
-    if not callable(getattr(model, "param_groups", None)):
-        raise TypeError(
-            f"{type(model).__name__} declares train_phases but has no param_groups() method "
-            "returning {phase: parameters}"
-        )
-    return tuple(phases)
-
-
-def _phase_groups(model: nn.Module, phases: tuple[str, ...]) -> dict[str, list[nn.Parameter]]:
-    """``model.param_groups()`` checked: one disjoint group per phase covering every trainable
-    parameter; frozen parameters are dropped."""
-    raw = model.param_groups()
-    name = type(model).__name__
-    if not isinstance(raw, Mapping) or set(raw) != set(phases):
-        got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
-        raise ValueError(
-            f"{name}.param_groups() must return one group per phase {list(phases)}, got {got}"
-        )
-    names = {id(p): n for n, p in model.named_parameters()}
-    seen: dict[int, str] = {}
-    groups: dict[str, list[nn.Parameter]] = {}
-    for phase in phases:
-        ps = [p for p in raw[phase] if p.requires_grad]
-        for p in ps:
-            if id(p) in seen:
-                raise ValueError(
-                    f"parameter {names.get(id(p), '?')!r} is in the groups of both phase "
-                    f"{seen[id(p)]!r} and {phase!r}"
-                )
-            seen[id(p)] = phase
-        if not ps:
-            raise ValueError(f"{name}.param_groups()[{phase!r}] holds no trainable parameter")
-        groups[phase] = ps
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
-    if missing:
-        raise ValueError(
-            f"trainable parameters in no group of {name}.param_groups(): {missing[:5]}"
-        )
-    return groups
-
-
-def _wrap_phases(model: nn.Module, device: torch.device) -> nn.Module:
-    """``DDP(_PhaseAdapter(model), find_unused_parameters=True)`` when distributed, else the
-    adapter: each phase leaves the other phases' parameters unused."""
-    adapter = _PhaseAdapter(model)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return adapter
-    if torch.distributed.get_world_size() == 1:
-        return adapter
-    if device.type == "cuda":
-        return DistributedDataParallel(
-            adapter,
-            device_ids=[device.index if device.index is not None else torch.cuda.current_device()],
-            find_unused_parameters=True,
-        )
-    return DistributedDataParallel(adapter, find_unused_parameters=True)
+def _as_config(config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+    """``config`` as a checked :class:`TrainConfig` (a dict goes through ``from_dict``)."""
+    if isinstance(config, Mapping):
+        config = TrainConfig.from_dict(config)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+    config.validate()
+    return config
 
 
 class Trainer:
@@ -533,7 +102,8 @@ class Trainer:
         model: the module; moved to ``device``. Under ``torch.distributed`` (see
             :func:`~trilemma.train.distributed.init_distributed`) it is wrapped in DDP through a
             :class:`~trilemma.train.distributed.LossAdapter`; rank 0's weights are broadcast.
-        data: see the module docstring (tensor, tuple of tensors, Dataset, or re-iterable).
+        data: a tensor, tuple of tensors, Dataset or re-iterable (see
+            :mod:`~trilemma.train.batches`).
         config: a :class:`TrainConfig` (or a dict for :meth:`TrainConfig.from_dict`).
         out_dir: run folder: ``log.csv`` and ``checkpoints/step_*/`` (rank 0 writes).
         device: where to train (``'cpu'``, ``'cuda:0'``; under DDP the rank's device).
@@ -542,14 +112,17 @@ class Trainer:
             with the global RNG forked (so sampling never changes the training stream).
         progress: tqdm bar (loss, lr, steps/s) on rank 0.
         find_unused_parameters: passed to DDP (needed when some parameters get no gradient).
+        metadata: JSON-ready extras stored in every checkpoint's ``state.json``.
 
-    Multi-phase models (GANs) declare ``train_phases`` (e.g. ``('d', 'g')``), a
-    ``param_groups() -> {phase: parameters}`` method (disjoint groups covering every trainable
-    parameter) and ``loss(batch, generator, phase, step) -> (B,)``. The optimizer then holds one
+    The loop sees every model as a list of phases (:mod:`~trilemma.train.phases`). A one-loss
+    model is one phase over all its trainable parameters. Multi-phase models (GANs) declare
+    ``train_phases`` (e.g. ``('d', 'g')``), a ``param_groups() -> {phase: parameters}`` method
+    (disjoint groups covering every trainable parameter) and
+    ``loss(batch, generator, phase, step) -> (B,)``: one phase per name. The optimizer holds one
     parameter group per phase (``config.group_lr`` sets their rates; one AdamW, so checkpoints
     hold every group's state) and each optimizer step runs the phases in order on the same
-    micro-batches: zero the gradients, forward/backward ``phase``'s loss, drop gradients that
-    reached other groups, clip and step ``phase``'s group alone. A phase with a non-finite loss
+    micro-batches: zero the gradients, forward/backward the phase's loss, drop gradients that
+    reached other groups, clip and step the phase's group alone. A phase with a non-finite loss
     or gradient is not applied and the whole step counts as skipped (the NaN guard); the EMA
     (of the whole model) is updated after a step whose phases were all finite. ``step`` is the
     0-based optimizer step (for lazy regularisation). Under DDP the phase adapter is wrapped
@@ -574,16 +147,11 @@ class Trainer:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.metadata = dict(metadata or {})
-        if isinstance(config, Mapping):
-            config = TrainConfig.from_dict(config)
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
-        config.validate()
+        self.config = config = _as_config(config)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if sample_fn is not None and not callable(sample_fn):
             raise TypeError("sample_fn must be callable(model, step, out_dir) or None")
-        self.config = config
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -598,66 +166,24 @@ class Trainer:
         self.sample_fn = sample_fn
         self.progress = progress
         self.model = model.to(self.device)
-        self.phases = _model_phases(self.model)
+        self.hooks = model_hooks(self.model)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         if not self._params:
             raise ValueError("model has no trainable parameters (requires_grad=True)")
-        if self.phases is None:
-            if config.group_lr:
-                raise ValueError(
-                    f"TrainConfig.group_lr names groups {sorted(config.group_lr)}, but "
-                    f"{type(model).__name__} has a single parameter group (no train_phases)"
-                )
-            self.engine = wrap_model(self.model, self.device, find_unused_parameters)
-            self.optimizer = torch.optim.AdamW(
-                self._params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-            )
-            self._groups: dict[str, list[nn.Parameter]] = {}
-        else:
-            self._groups = _phase_groups(self.model, self.phases)
-            group_lr = dict(config.group_lr or {})
-            unknown = sorted(set(group_lr) - set(self.phases))
-            if unknown:
-                raise ValueError(
-                    f"TrainConfig.group_lr names unknown group(s) {unknown}; "
-                    f"{type(model).__name__} has groups {list(self.phases)}"
-                )
-            self.engine = _wrap_phases(self.model, self.device)
-            self.optimizer = torch.optim.AdamW(
-                [
-                    {"params": ps, "lr": group_lr.get(name, config.lr), "name": name}
-                    for name, ps in self._groups.items()
-                ],
-                lr=config.lr,
-                betas=config.betas,
-                weight_decay=config.weight_decay,
-            )
-        self._phase_results: dict[str, tuple[float, float, bool]] = {}
+        self.engine, self.phases = build_phases(
+            self.model, self.hooks, self._params, config, self.device, find_unused_parameters
+        )
+        self.optimizer = make_optimizer(self.phases, self.hooks, config)
 
-        def factor(step: int) -> float:
+        def factor(step: int) -> float:  # a function, not a callable object: see LambdaLR
             return lr_factor(step, config)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.noise = torch.Generator(device=self.device)
         self.noise.manual_seed(rank_seed(config.seed, self.info.rank, "noise"))
-        self.batches = _Batches(
-            data,
-            config.batch_size // world,
-            self.info.rank,
-            world,
-            rank_seed(config.seed, 0, "data"),
-            config.num_workers,
-        )
-        if world > 1 and self.batches.iterable is not None:
-            sampler = getattr(data, "sampler", None)
-            if not isinstance(sampler, DistributedSampler):
-                warnings.warn(
-                    f"training on {world} ranks from an iterable without a DistributedSampler: "
-                    "unless it shards itself, every rank sees the same batches; pass a tensor "
-                    "or Dataset to let the trainer shard it",
-                    stacklevel=2,
-                )
+        self.batches = Batches(data, config.batch_size // world, self.info.rank, world,
+                               rank_seed(config.seed, 0, "data"), config.num_workers)
         self.step = 0
         self.micro_batches = 0
         self.skipped_steps = 0
@@ -686,17 +212,8 @@ class Trainer:
             "world_size": self.info.world_size,
             "metadata": self.metadata,
         }
-        path = save_checkpoint(
-            self.out_dir,
-            self.step,
-            self.model,
-            self.ema,
-            self.optimizer,
-            self.scheduler,
-            state,
-            rng,
-            self.config.keep_last,
-        )
+        path = save_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer,
+                               self.scheduler, state, rng, self.config.keep_last)
         self.last_checkpoint = path
         return path
 
@@ -708,6 +225,21 @@ class Trainer:
         self.skipped_steps = int(info.get("skipped_steps", 0))
         self.bad_streak = int(info.get("bad_steps", 0))
         self.last_checkpoint = ckpt
+        self._restore_rng(ckpt, info)
+        saved = info.get("config") or {}
+        now = self.config.to_dict()
+        changed = changed_fields(saved, now)
+        if changed:
+            warnings.warn(
+                f"resuming {ckpt} with changed config field(s): "
+                + ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed),
+                stacklevel=4,
+            )
+        logger.info("resumed from %s at step %d", ckpt, self.step)
+
+    def _restore_rng(self, ckpt: Path, info: Mapping[str, Any]) -> None:
+        """This rank's noise and torch RNG states from the checkpoint; when it was written by
+        another number of ranks, re-seed the noise instead (the data order still continues)."""
         rt, r = info["rng_tensors"], self.info.rank
         if info.get("world_size") == self.info.world_size and f"noise_rank{r}" in rt:
             self.noise.set_state(rt[f"noise_rank{r}"])
@@ -715,149 +247,87 @@ class Trainer:
                 torch.set_rng_state(rt[f"torch_cpu_rank{r}"])
             if self.device.type == "cuda" and f"torch_cuda_rank{r}" in rt:
                 torch.cuda.set_rng_state(rt[f"torch_cuda_rank{r}"], self.device)
-        else:
-            warnings.warn(
-                f"checkpoint {ckpt} was written by {info.get('world_size')} rank(s), this run has "
-                f"{self.info.world_size}: data order continues exactly, the noise streams are "
-                "re-seeded",
-                stacklevel=3,
-            )
-            self.noise.manual_seed(rank_seed(self.config.seed, r, f"noise@{self.step}"))
-        saved = info.get("config") or {}
-        now = self.config.to_dict()
-        changed = sorted(
-            k for k in now if k not in _RUNTIME_FIELDS and k in saved and saved[k] != now[k]
+            return
+        warnings.warn(
+            f"checkpoint {ckpt} was written by {info.get('world_size')} rank(s), this run has "
+            f"{self.info.world_size}: data order continues exactly, the noise streams are "
+            "re-seeded",
+            stacklevel=5,
         )
-        if changed:
-            warnings.warn(
-                f"resuming {ckpt} with changed config field(s): "
-                + ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed),
-                stacklevel=3,
-            )
-        logger.info("resumed from %s at step %d", ckpt, self.step)
+        self.noise.manual_seed(rank_seed(self.config.seed, r, f"noise@{self.step}"))
 
     # -- one optimizer step ---------------------------------------------------------------------
 
-    def _grad_norm(self, params: list[nn.Parameter] | None = None) -> float:
-        """Clip (if configured) and return the total gradient 2-norm before clipping."""
-        params = self._params if params is None else params
-        clip = self.config.grad_clip
-        if clip is not None:
-            return float(torch.nn.utils.clip_grad_norm_(params, clip))
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return 0.0
-        return float(
-            torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-            )
-        )
-
-    def _check_per_sample(self, per: Any, batch: Any) -> None:
-        """Raise unless the loss is a ``(B,)`` tensor of per-sample losses."""
-        n = _batch_len(batch)
-        if not isinstance(per, Tensor) or per.dim() != 1 or (n is not None and per.shape[0] != n):
-            shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
-            raise ValueError(
-                f"{type(self.model).__name__}.loss must return per-sample losses of "
-                f"shape (B,) = ({n},), got {shape}"
-            )
-
-    def _train_step_phases(
-        self, stream: Iterator[Any], autocast: bool
-    ) -> tuple[float, float, bool]:
-        """One optimizer step of a multi-phase model: every phase in order on the same
-        micro-batches, each stepping its own parameter group (see the class docstring)."""
-        cfg = self.config
-        assert self.phases is not None
-        self.model.train()
-        batches = []
-        for _ in range(cfg.grad_accum):
-            batches.append(_to_device(next(stream), self.device))
+    def _read(self, stream: Iterator[Any]) -> Iterator[Any]:
+        """The micro-batches of ``stream`` moved to the device, each counted as consumed."""
+        for batch in stream:
+            batch = to_device(batch, self.device)
             self.micro_batches += 1
-        ddp = isinstance(self.engine, DistributedDataParallel)
-        results: dict[str, tuple[float, float, bool]] = {}
-        for phase in self.phases:
-            self.optimizer.zero_grad(set_to_none=True)
-            total = torch.zeros((), dtype=torch.float64, device=self.device)
-            for k, batch in enumerate(batches):
-                last = k == len(batches) - 1
-                sync = nullcontext() if (not ddp or last) else self.engine.no_sync()
-                amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
-                with sync:
-                    with amp:
-                        per = self.engine(batch, generator=self.noise, phase=phase, step=self.step)
-                    self._check_per_sample(per, batch)
-                    loss = per.mean() if per.dtype in (torch.float32, torch.float64) else (
-                        per.float().mean()
-                    )
-                    (loss / cfg.grad_accum).backward()
-                total += loss.detach().to(torch.float64)
-            loss_val = float(all_reduce_mean(total / cfg.grad_accum))
-            own = self._groups[phase]
-            mine = {id(p) for p in own}
-            for p in self._params:  # gradients that reached other groups (e.g. D in G's loss)
-                if id(p) not in mine:
-                    p.grad = None
-            gnorm = self._grad_norm(own)
-            ok = math.isfinite(loss_val) and math.isfinite(gnorm)
-            if ok:
-                self.optimizer.step()
-            results[phase] = (loss_val, gnorm, ok)
-        self.optimizer.zero_grad(set_to_none=True)
-        all_ok = all(r[2] for r in results.values())
-        if all_ok:
-            self.ema.update(self.model)
-        self.scheduler.step()
-        self._phase_results = results
-        loss_sum = sum(r[0] for r in results.values())
-        gnorm_total = math.sqrt(sum(r[1] ** 2 for r in results.values()))
-        return loss_sum, gnorm_total, all_ok
+            yield batch
 
-    def _train_step(self, stream: Iterator[Any], autocast: bool) -> tuple[float, float, bool]:
-        """Forward/backward over ``grad_accum`` micro-batches, then step or skip."""
-        if self.phases is not None:
-            return self._train_step_phases(stream, autocast)
-        cfg = self.config
-        self.model.train()
+    def _run_phase(self, phase: Phase, batches: StepBatches, autocast: bool) -> PhaseResult:
+        """Forward/backward ``phase``'s loss over the step's micro-batches, then clip and step
+        its parameter group alone (gradients that reached other phases' groups are dropped),
+        or skip it when the loss or the gradient norm is not finite."""
+        accum = self.config.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         ddp = isinstance(self.engine, DistributedDataParallel)
-        for k in range(cfg.grad_accum):
-            batch = _to_device(next(stream), self.device)
-            self.micro_batches += 1
-            sync = nullcontext() if (not ddp or k == cfg.grad_accum - 1) else self.engine.no_sync()
+        for k, batch in enumerate(batches):
+            last = k == len(batches) - 1
+            sync = nullcontext() if (not ddp or last) else self.engine.no_sync()
+            amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
             with sync:
-                amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
                 with amp:
-                    per = self.engine(batch, generator=self.noise)
-                n = _batch_len(batch)
-                if (
-                    not isinstance(per, Tensor)
-                    or per.dim() != 1
-                    or (n is not None and per.shape[0] != n)
-                ):
-                    shape = tuple(per.shape) if isinstance(per, Tensor) else type(per).__name__
-                    raise ValueError(
-                        f"{type(self.model).__name__}.loss must return per-sample losses of "
-                        f"shape (B,) = ({n},), got {shape}"
-                    )
-                loss = (
-                    per.mean()
-                    if per.dtype in (torch.float32, torch.float64)
-                    else per.float().mean()
-                )
-                (loss / cfg.grad_accum).backward()
+                    per = phase.loss(batch, self.noise, self.step)
+                loss = mean_loss(per, batch, self.hooks.name)
+                (loss / accum).backward()
             total += loss.detach().to(torch.float64)
-        loss_val = float(all_reduce_mean(total / cfg.grad_accum))
-        gnorm = self._grad_norm()
+        loss_val = float(all_reduce_mean(total / accum))
+        for p in phase.others:  # e.g. D's gradients from G's loss
+            p.grad = None
+        gnorm = _grad_norm(phase.params, self.config.grad_clip)
         ok = math.isfinite(loss_val) and math.isfinite(gnorm)
         if ok:
             self.optimizer.step()
-            self.ema.update(self.model)
+        return PhaseResult(loss_val, gnorm, ok)
+
+    def _train_step(self, reader: Iterator[Any], autocast: bool) -> StepResult:
+        """One optimizer step: every phase in order on the same ``grad_accum`` micro-batches;
+        the EMA follows a step whose phases were all finite."""
+        self.model.train()
+        batches = StepBatches(reader, self.config.grad_accum, len(self.phases))
+        result = StepResult({ph.name: self._run_phase(ph, batches, autocast) for ph in self.phases})
         self.optimizer.zero_grad(set_to_none=True)
+        if result.ok:
+            self.ema.update(self.model)
         self.scheduler.step()
-        return loss_val, gnorm, ok
+        return result
+
+    def _guard(self, result: StepResult, first_bad: int | None) -> int | None:
+        """The NaN guard after a step: count a skipped step and raise
+        :class:`TrainingDivergedError` after ``max_bad_steps`` in a row; returns the first step
+        of the current bad streak (None after a good step)."""
+        if result.ok:
+            self.bad_streak = 0
+            return None
+        cfg = self.config
+        self.skipped_steps += 1
+        self.bad_streak += 1
+        first_bad = first_bad or self.step
+        loss, gnorm = result.loss, result.grad_norm
+        logger.warning("step %d: non-finite loss (%g) or gradient norm (%g); step skipped",
+                       self.step, loss, gnorm)
+        if self.bad_streak >= cfg.max_bad_steps:
+            where = self.last_checkpoint or "none written yet"
+            raise TrainingDivergedError(
+                f"training stopped: {self.bad_streak} non-finite steps in a row "
+                f"(steps {first_bad}..{self.step}, max_bad_steps = "
+                f"{cfg.max_bad_steps}; last loss {loss:g}, gradient norm {gnorm:g}). "
+                f"The last good checkpoint is kept: {where}. Lower the lr, set "
+                "grad_clip, or check the data and the model."
+            )
+        return first_bad
 
     def _sample(self) -> None:
         """Call ``sample_fn`` with the EMA weights swapped in (rank 0 only)."""
@@ -874,6 +344,42 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def _open_run(self, resume: bool) -> str | None:
+        """Prepare ``out_dir`` and resume from its latest checkpoint when asked (refusing to
+        overwrite one otherwise); returns the checkpoint resumed from, if any."""
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_temporary(self.out_dir)
+        barrier()
+        ckpt = latest_checkpoint(self.out_dir)
+        if resume and ckpt is not None:
+            self._restore(ckpt)
+            return str(ckpt)
+        if resume:
+            warnings.warn(
+                f"resume=True but {self.out_dir} holds no checkpoint: starting at step 0",
+                stacklevel=3,
+            )
+        elif ckpt is not None and self.step == 0:
+            raise FileExistsError(
+                f"{self.out_dir} already holds checkpoints (latest {ckpt.name}); pass "
+                "resume=True to continue, or choose a new out_dir"
+            )
+        return None
+
+    def _autocast(self) -> bool:
+        """Whether to autocast to bf16: asked for and on CUDA (on CPU, warn once per process)."""
+        global _BF16_CPU_WARNED
+        autocast = self.config.bf16 and self.device.type == "cuda"
+        if self.config.bf16 and not autocast and not _BF16_CPU_WARNED:
+            _BF16_CPU_WARNED = True
+            warnings.warn(
+                "TrainConfig.bf16 autocasts on CUDA only; training on "
+                f"{self.device.type} stays in the model's dtype (float32)",
+                stacklevel=3,
+            )
+        return autocast
+
     def fit(self, resume: bool = False, until: int | None = None) -> dict[str, Any]:
         """Train to ``config.steps`` (or stop after step ``until``); returns a summary dict.
 
@@ -881,155 +387,47 @@ class Trainer:
         warning, when there is none). Without it, a folder that already holds checkpoints is
         refused rather than overwritten. A checkpoint is always written at the stopping step.
         The summary: ``step``, ``loss`` (mean over the last log interval), ``skipped_steps``,
-        ``seconds``, ``steps_per_s``, ``checkpoint``, ``resumed_from``, ``out_dir``.
+        ``seconds``, ``steps_per_s``, ``checkpoint``, ``resumed_from``, ``out_dir``, and for a
+        multi-phase model ``phase_losses`` (each phase's mean loss over the last interval).
         """
-        global _BF16_CPU_WARNED
         cfg = self.config
         end = cfg.steps if until is None else until
         if not isinstance(end, int) or isinstance(end, bool) or not 1 <= end <= cfg.steps:
             raise ValueError(f"until must be an int in [1, steps = {cfg.steps}], got {until!r}")
-        main = self.info.is_main
-        if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            clean_temporary(self.out_dir)
-        barrier()
-        resumed_from = None
-        ckpt = latest_checkpoint(self.out_dir)
-        if resume and ckpt is not None:
-            self._restore(ckpt)
-            resumed_from = str(ckpt)
-        elif resume:
-            warnings.warn(
-                f"resume=True but {self.out_dir} holds no checkpoint: starting at step 0",
-                stacklevel=2,
-            )
-        elif ckpt is not None and self.step == 0:
-            raise FileExistsError(
-                f"{self.out_dir} already holds checkpoints (latest {ckpt.name}); pass "
-                "resume=True to continue, or choose a new out_dir"
-            )
-        autocast = cfg.bf16 and self.device.type == "cuda"
-        if cfg.bf16 and not autocast and not _BF16_CPU_WARNED:
-            _BF16_CPU_WARNED = True
-            warnings.warn(
-                "TrainConfig.bf16 autocasts on CUDA only; training on "
-                f"{self.device.type} stays in the model's dtype (float32)",
-                stacklevel=2,
-            )
-
-        phases = self.phases or ()
-        extra_fields = tuple(f"loss_{p}" for p in phases) + tuple(f"grad_norm_{p}" for p in phases)
-        log = (
-            _CsvLog(
-                self.out_dir / "log.csv",
-                self.step if (resumed_from or self.step) else None,
-                extra_fields,
-            )
-            if main
-            else None
-        )
-        pbar = tqdm(
-            total=end,
-            initial=self.step,
-            disable=not (self.progress and main),
-            desc="train",
-            dynamic_ncols=True,
-            unit="step",
-        )
-        stream = self.batches.iterate(self.micro_batches)
+        resumed_from = self._open_run(resume)
+        autocast = self._autocast()
+        keep_until = self.step if (resumed_from or self.step) else None  # rows log.csv keeps
+        log = TrainLog(self.out_dir, self.hooks.phases, self.info.is_main, self.progress,
+                       self.step, end, keep_until, self.hooks.diagnose)
+        reader = self._read(self.batches.iterate(self.micro_batches))
         start_step, t_fit = self.step, time.perf_counter()
-        losses: list[float] = []
-        norms: list[float] = []
-        phase_vals: dict[str, list[tuple[float, float]]] = {p: [] for p in phases}
-        last_phase: dict[str, float] = {}
-        train_time, interval_steps, last_loss = 0.0, 0, math.nan
-        diagnose = getattr(self.model, "diagnose", None) if main else None
-        history: list[tuple[int, dict[str, float]]] = []
-        warned: set[str] = set()
         first_bad = None
         try:
             while self.step < end:
                 t0 = time.perf_counter()
-                loss, gnorm, ok = self._train_step(stream, autocast)
-                train_time += time.perf_counter() - t0
-                interval_steps += 1
+                result = self._train_step(reader, autocast)
+                seconds = time.perf_counter() - t0
                 self.step += 1
-                if ok:
-                    self.bad_streak, first_bad = 0, None
-                    losses.append(loss)
-                    norms.append(gnorm)
-                    for p in phases:
-                        phase_vals[p].append(self._phase_results[p][:2])
-                else:
-                    self.skipped_steps += 1
-                    self.bad_streak += 1
-                    first_bad = first_bad or self.step
-                    logger.warning(
-                        "step %d: non-finite loss (%g) or gradient norm (%g); step skipped",
-                        self.step,
-                        loss,
-                        gnorm,
-                    )
-                    if self.bad_streak >= cfg.max_bad_steps:
-                        where = self.last_checkpoint or "none written yet"
-                        raise TrainingDivergedError(
-                            f"training stopped: {self.bad_streak} non-finite steps in a row "
-                            f"(steps {first_bad}..{self.step}, max_bad_steps = "
-                            f"{cfg.max_bad_steps}; last loss {loss:g}, gradient norm {gnorm:g}). "
-                            f"The last good checkpoint is kept: {where}. Lower the lr, set "
-                            "grad_clip, or check the data and the model."
-                        )
-                pbar.update(1)
+                first_bad = self._guard(result, first_bad)
+                log.add(seconds, result)
                 if self.step % cfg.log_every == 0 or self.step == end:
-                    last_loss = sum(losses) / len(losses) if losses else math.nan
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    sps = interval_steps / train_time if train_time > 0 else math.nan
-                    last_phase = {
-                        p: sum(v[0] for v in vals) / len(vals) if vals else math.nan
-                        for p, vals in phase_vals.items()
-                    }
-                    if log is not None:
-                        mean_norm = sum(norms) / len(norms) if norms else math.nan
-                        extra = tuple(last_phase.values()) + tuple(
-                            sum(v[1] for v in vals) / len(vals) if vals else math.nan
-                            for vals in phase_vals.values()
-                        )
-                        log.write(
-                            self.step, last_loss, lr, mean_norm, sps, self.skipped_steps, extra
-                        )
-                    shown = (
-                        {f"loss_{p}": f"{v:.4g}" for p, v in last_phase.items()}
-                        if phases
-                        else {"loss": f"{last_loss:.4g}"}
-                    )
-                    pbar.set_postfix(
-                        **shown,
-                        lr=f"{lr:.3g}",
-                        skipped=self.skipped_steps,
-                        refresh=False,
-                    )
-                    if callable(diagnose):
-                        history.append((self.step, dict(last_phase) or {"loss": last_loss}))
-                        message = diagnose(history)
-                        if message and message not in warned:
-                            warned.add(message)
-                            logger.warning("step %d: %s", self.step, message)
-                    losses, norms, train_time, interval_steps = [], [], 0.0, 0
-                    phase_vals = {p: [] for p in phases}
+                    log.report(self.step, self.optimizer.param_groups[0]["lr"], self.skipped_steps)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == end:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._sample()
         finally:
-            pbar.close()
-            if log is not None:
-                log.close()
+            log.close()
         barrier()
-        seconds = time.perf_counter() - t_fit
-        done = self.step - start_step
+        return self._summary(log, time.perf_counter() - t_fit, self.step - start_step, resumed_from)
+
+    def _summary(
+        self, log: TrainLog, seconds: float, done: int, resumed_from: str | None
+    ) -> dict[str, Any]:
+        """The dict :meth:`fit` returns (see there)."""
         summary = {
             "step": self.step,
-            "loss": last_loss,
+            "loss": log.last_loss,
             "skipped_steps": self.skipped_steps,
             "seconds": seconds,
             "steps_per_s": done / seconds if seconds > 0 and done else math.nan,
@@ -1037,6 +435,6 @@ class Trainer:
             "resumed_from": resumed_from,
             "out_dir": str(self.out_dir),
         }
-        if phases:  # multi-phase models: the mean loss of each phase over the last interval
-            summary["phase_losses"] = last_phase
+        if self.hooks.phases:
+            summary["phase_losses"] = log.last_phase
         return summary
