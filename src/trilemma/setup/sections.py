@@ -65,15 +65,6 @@ NET_CHECKS: dict[str, Check] = {
     "z_dim": non_negative_int, "time_dim": positive_int, "map_dim": positive_int,
     "map_layers": positive_int,
 }
-TRAIN_CHECKS: dict[str, Check] = {
-    "steps": positive_int, "batch_size": positive_int, "lr": positive,
-    "weight_decay": non_negative, "grad_clip": positive, "ema_decay": unit_interval,
-    "warmup_steps": non_negative_int, "min_lr": non_negative, "log_every": positive_int,
-    "ckpt_every": non_negative_int, "sample_every": non_negative_int,
-    "keep_last": non_negative_int, "grad_accum": positive_int,
-    "max_bad_steps": positive_int, "seed": non_negative_int, "num_workers": non_negative_int,
-    "schedule": one_of("constant", "cosine"),
-}
 
 
 def wrap_errors(section: str, fn: Callable[[], Any]) -> Any:
@@ -142,7 +133,7 @@ def validate_data(raw: Any, problems: list[str], check_paths: bool) -> dict[str,
 # --------------------------------------------------------------------------- train
 def validate_train(raw: Any, seed: int, problems: list[str]) -> dict[str, Any]:
     """The ``train`` section: the fields of :class:`~trilemma.train.TrainConfig`."""
-    fields = fields_from_dataclass(TrainConfig, TRAIN_CHECKS)
+    fields = fields_from_dataclass(TrainConfig, TrainConfig.CHECKS)
     if "seed" in fields:  # the trainer's noise/data seed follows the run's seed unless set
         fields["seed"].default = seed
     n_before = len(problems)
