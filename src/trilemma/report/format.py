@@ -88,6 +88,7 @@ def html_table(head: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 def _md_table_html(block: list[str]) -> str:
+    """A block of pipe-table lines as an HTML table (separator rows dropped)."""
     cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in block]
     body = [row for row in cells[1:] if not all(set(c) <= set("-: ") for c in row)]
     return html_table([html_cell(md_inline(c), "th") for c in cells[0]],
@@ -95,6 +96,7 @@ def _md_table_html(block: list[str]) -> str:
 
 
 def _md_list_html(lines: list[str]) -> str:
+    """A block of ``- `` items (and indented continuation lines) as ``<ul>``."""
     items: list[str] = []
     for line in lines:
         if line.startswith("- "):

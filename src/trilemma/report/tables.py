@@ -48,6 +48,7 @@ DISPLAY_NAMES = {
 
 
 def _metric_rank(key: str) -> tuple[int, str]:
+    """Sort key of a metric column: its place in METRIC_ORDER, spreads after the metric."""
     for i, prefix in enumerate(METRIC_ORDER):
         if key == prefix or (prefix.endswith("-") and key.startswith(prefix)):
             return (i * 2 + (1 if key.endswith(("_std", "_sd")) else 0), key)
