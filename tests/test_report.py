@@ -163,3 +163,31 @@ def test_bench_command_writes_the_html_report(tmp_path, capsys):
     assert "SW2 vs NFE" in out
     code = main(["bench", "--processes", "nosuch", "--out", str(tmp_path)])
     assert code == 2 and "unknown ['nosuch']" in capsys.readouterr().err
+
+
+def test_one_formatter_and_metric_direction_for_report_and_bench():
+    from trilemma import bench
+    from trilemma.report import format as rf
+
+    assert [rf.fmt(v) for v in (None, float("nan"), 3, 0.0, 1.5, 12345.678, 4.2e-4)] == [
+        "–", "–", "3", "0", "1.5", "1.235e+04", "4.200e-04"]
+    assert _fmt is rf.fmt  # the old private name tests use
+    assert not hasattr(bench, "_fmt") and not hasattr(bench, "HIGHER_IS_BETTER")  # one copy
+    assert rf.higher_is_better("recall") and rf.higher_is_better("IS-digits")
+    assert not rf.higher_is_better("sw2") and not rf.higher_is_better("within_mode_sw2")
+    assert rf.best_value([0.2, 0.1], "sw2") == 0.1 and rf.best_value([0.2, 0.1], "quality") == 0.2
+    assert rf.best_value([], "sw2") is None
+    assert rf.md_table(["a", "b"], [[1, ""]]) == "| a | b |\n| --- | --- |\n| 1 |  |"
+    table = rf.html_table([rf.html_cell("x", "th", "")], [[rf.html_cell("1", colspan=2)]],
+                          ["error"])
+    assert table == ("<table><thead><tr><th class=''>x</th></tr></thead><tbody>\n"
+                     "<tr class='error'><td colspan='2'>1</td></tr>\n</tbody></table>")
+
+
+def test_bench_page_names_stay_importable_from_report():
+    from trilemma import bench, report
+
+    assert report.write_bench_report is bench.write_bench_report
+    assert report.plot_bench_quality_vs_time is bench.plot_bench_quality_vs_time
+    with pytest.raises(AttributeError):
+        report.no_such_name  # noqa: B018
