@@ -76,8 +76,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR, prdc
-from .metrics.reference import SampleSizeWarning, min_samples_warning
+from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR, prdc
+from ..metrics.reference import SampleSizeWarning, min_samples_warning
 
 FORMAT = "trilemma.evaluation/1"
 #: classifier trained when none is given: steps and seed (cached per data set and size)
@@ -124,7 +124,7 @@ class SamplerRequest:
 
 
 def _parse_value(text: str) -> Any:
-    from .config import ConfigError, parse_override
+    from ..config import ConfigError, parse_override
 
     try:
         _, value = parse_override(f"x={text}")
@@ -179,7 +179,7 @@ def parse_samplers(text: str) -> list[SamplerRequest]:
 
 def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``['gddim.order=2', 'ddim.eta=0.5']`` -> ``{'gddim': {'order': 2}, 'ddim': {...}}``."""
-    from .config import ConfigError, parse_override
+    from ..config import ConfigError, parse_override
 
     out: dict[str, dict[str, Any]] = {}
     for text in items:
@@ -244,7 +244,7 @@ def data_spec(config: Any, reference_split: str = "test") -> DataSpec:
 
 
 def _data_spec(config: Any, reference_split: str) -> DataSpec:
-    from . import oracle
+    from .. import oracle
 
     d = dict(config.data)
     name = d["name"]
@@ -377,8 +377,8 @@ def _sync(device: torch.device) -> None:
 
 def check_request(model: Any, process_name: str | None, req: SamplerRequest) -> None:
     """Raise :class:`EvaluationError` when ``req`` does not fit the model (see module doc)."""
-    from .config import check_sampler
-    from .samplers import SAMPLERS
+    from ..config import check_sampler
+    from ..samplers import SAMPLERS
 
     try:
         if hasattr(model, "check_sampler"):
@@ -411,7 +411,7 @@ def draw_samples(
     (paired comparisons). The record holds NFE (used: per batch, min/max), steps, seconds per
     sample, peak memory and its method.
     """
-    from .build import make_generator
+    from ..build import make_generator
 
     dev = torch.device(device)
     gen = make_generator(seed, dev)
@@ -485,8 +485,8 @@ def get_classifier(
     progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """The feature classifier for ``spec`` (given, cached or trained now) and its record."""
-    from .metrics.features import load_classifier, train_classifier
-    from .train import CheckpointError
+    from ..metrics.features import load_classifier, train_classifier
+    from ..train import CheckpointError
 
     source = "given"
     if features_path is not None:
@@ -549,7 +549,7 @@ def fd_bootstrap_sd(reference: dict[str, Any], feats: Tensor, repeats: int = FD_
                     seed: int = 0) -> float | None:
     """Standard deviation of the Fréchet distance over bootstrap resamples of the samples'
     features (reference fixed): how much FD moves with the draw of n samples."""
-    from .metrics.frechet import frechet_distance, gaussian_stats
+    from ..metrics.frechet import frechet_distance, gaussian_stats
 
     if len(feats) < 2 or repeats < 2:
         return None
@@ -576,8 +576,8 @@ def image_metrics(
     inception_reference: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """FD-<dataset>, PRDC and IS-<dataset> of images (plus FID with Inception) and warnings."""
-    from .metrics.features import extract_features, inception_score
-    from .metrics.reference import compare_to_reference
+    from ..metrics.features import extract_features, inception_score
+    from ..metrics.reference import compare_to_reference
 
     x = samples.clamp(-1.0, 1.0)
     feats, logits = features_and_logits(clf, x)
@@ -610,8 +610,8 @@ class ToyReference:
     """Fixed exact (oracle) or data reference samples of a toy, for SW2 and PRDC."""
 
     def __init__(self, spec: DataSpec, n: int, progress: bool = False) -> None:
-        from .data import toy_dataset
-        from .metrics.mixture import SlicedReference, random_directions, sw2_noise_floor
+        from ..data import toy_dataset
+        from ..metrics.mixture import SlicedReference, random_directions, sw2_noise_floor
 
         self.spec = spec
         self.mixture = spec.mixture
@@ -646,7 +646,7 @@ class ToyReference:
 
     def metrics(self, samples: Tensor) -> tuple[dict[str, Any], list[str]]:
         """Oracle metrics (mixtures) or SW2 (other toys), plus PRDC on the raw coordinates."""
-        from .metrics.mixture import oracle_report
+        from ..metrics.mixture import oracle_report
 
         x = samples.to(torch.float64)
         out: dict[str, Any] = {}
@@ -674,7 +674,7 @@ class ToyReference:
 # ----------------------------------------------------------------------------- likelihood
 def likelihood_kind(model: Any) -> str:
     """``'ode'`` (score model), ``'lsgm'`` (its NELBO); raises for models without one."""
-    from .methods.score_model import ScoreModel
+    from ..methods.score_model import ScoreModel
 
     if isinstance(model, ScoreModel):
         return "ode"
@@ -698,9 +698,9 @@ def likelihood(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Bits/dim of ``nll_n`` held-out points by the probability-flow ODE (see module doc)."""
-    from .data import toy_dataset
-    from .likelihood import bits_per_dim, dequantize, log_likelihood, to_levels
-    from .metrics.features import dataset_images
+    from ..data import toy_dataset
+    from ..likelihood import bits_per_dim, dequantize, log_likelihood, to_levels
+    from ..metrics.features import dataset_images
 
     is_lsgm = likelihood_kind(model) == "lsgm"
     gen = torch.Generator().manual_seed(seed + NLL_SEED_OFFSET)
@@ -726,7 +726,7 @@ def likelihood(
     binarized = (spec.binarize or "threshold") if decoder == "bernoulli" else (
         spec.binarize if levels is not None else None)
     if binarized:
-        from .data import binarize
+        from ..data import binarize
 
         x = binarize(x, binarized, generator=gen)
         notes.append(f"held-out images binarised ({binarized}) as the run's data")
@@ -798,7 +798,7 @@ def likelihood(
 # ----------------------------------------------------------------------------- environment
 def environment(device: str | torch.device) -> dict[str, Any]:
     """Where the timings were taken: torch, device name, threads, CPU model."""
-    from . import __version__
+    from .. import __version__
 
     dev = torch.device(device)
     cpu = platform.processor() or platform.machine()
@@ -822,7 +822,7 @@ def environment(device: str | torch.device) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the evaluation
 def _is_adaptive(name: str) -> bool:
     """Whether a registered sampler picks its own steps (its NFE budget is only a cap)."""
-    from .samplers import SAMPLERS
+    from ..samplers import SAMPLERS
 
     return bool(name in SAMPLERS and SAMPLERS[name].adaptive)
 
@@ -875,9 +875,9 @@ def evaluate_run(
     ``out_dir/samples`` (``.npz``). Returns a JSON-safe dict with ``runs: [one record]``; merge
     several with :func:`merge_results` and write with :func:`trilemma.report.write_report`.
     """
-    from .build import load_run
-    from .config import resolve_device
-    from .plots import save_samples as save_picture
+    from ..build import load_run
+    from ..config import resolve_device
+    from ..plots import save_samples as save_picture
 
     for name, val, lo in (("n", n, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
                           ("nll_n", nll_n, 0), ("classifier_steps", classifier_steps, 1)):
@@ -940,7 +940,7 @@ def evaluate_run(
             raise EvaluationError(f"--features: {spec.problem}")
         if spec.problem:
             raise EvaluationError(spec.problem)
-        from .metrics.reference import reference_stats
+        from ..metrics.reference import reference_stats
 
         clf, extractor_info = get_classifier(spec, features_path, cache, classifier_steps,
                                              device, progress)
@@ -951,7 +951,7 @@ def evaluate_run(
         reference_info["cache"] = ref["cache"]
         reference_info["path"] = ref["path"]
         if inception is not None:
-            from .metrics.features import InceptionFeatures, InceptionUnavailableError
+            from ..metrics.features import InceptionFeatures, InceptionUnavailableError
 
             try:
                 inc = InceptionFeatures(None if str(inception) == "auto" else inception,
@@ -996,12 +996,12 @@ def evaluate_run(
     baseline = None
     if metrics:
         if spec.kind == "image":
-            from .metrics.features import dataset_images
+            from ..metrics.features import dataset_images
 
             other = "train" if reference != "train" else "test"
             xr, _ = dataset_images(spec.name, other, spec.image_size, spec.data_root)
             if spec.binarize:
-                from .data import binarize
+                from ..data import binarize
 
                 xr = binarize(xr, spec.binarize, generator=torch.Generator().manual_seed(0))
             perm = torch.randperm(len(xr), generator=torch.Generator().manual_seed(seed))
@@ -1020,7 +1020,7 @@ def evaluate_run(
                 xr, _ = spec.mixture.sample(n, gen, dtype=torch.float32)
                 lab = f"exact samples of {spec.name}"
             else:
-                from .data import toy_dataset
+                from ..data import toy_dataset
 
                 xr = toy_dataset(spec.name, n, gen)
                 lab = f"fresh {spec.name} data"
