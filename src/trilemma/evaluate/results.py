@@ -91,7 +91,7 @@ def run_record(run_path: str | os.PathLike, label: str, method: str, saved: Any,
     return record
 
 
-def results(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: int, seed: int,
+def results_dict(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: int, seed: int,
             batch_size: int, device: str, reference_split: str, nll_n: int, metrics: bool,
             classifier_steps: int, cache_dir: Path) -> dict[str, Any]:
     """The results dict of one run (``format``, ``created``, ``settings``, ``environment``,

@@ -18,7 +18,7 @@ from .dataspec import data_spec
 from .images import DEFAULT_CLASSIFIER_STEPS
 from .likelihood import check_likelihood, likelihood
 from .requests import SamplerRequest, as_requests, fitting_requests
-from .results import results, row_head, run_record, save_row_files
+from .results import results_dict, row_head, run_record, save_row_files
 from .sampling import timed_sample
 from .scoring import Scorer, make_scorer
 
@@ -185,6 +185,6 @@ def evaluate_run(
                         extractor=scorer.extractor, reference=scorer.reference,
                         baseline=baseline, nll=nll, rows=rows, skipped=skipped,
                         warnings=warn, notes=notes)
-    return results(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
-                   reference_split=reference, nll_n=nll_n, metrics=metrics,
-                   classifier_steps=classifier_steps, cache_dir=cache)
+    return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
+                        reference_split=reference, nll_n=nll_n, metrics=metrics,
+                        classifier_steps=classifier_steps, cache_dir=cache)

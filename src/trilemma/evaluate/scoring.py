@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..metrics.reference import SampleSizeWarning, min_samples_warning
-from .common import MIN_SAMPLES, EvaluationError, finite
+from .common import MIN_SAMPLES, EvaluationError, default_cache_dir, finite
 from .dataspec import DataSpec
 
 
@@ -99,8 +99,6 @@ def make_scorer(
     ``features_path``/``inception`` (a classifier, FID's Inception network) are for images
     only; ``n`` sizes the toy reference; ``cache_dir`` holds classifiers and reference stats.
     """
-    from .common import default_cache_dir
-
     if not metrics:
         return NoScorer(spec)
     if spec.kind == "image":
