@@ -175,10 +175,10 @@ def evaluate_run(
     bar = tqdm(fitting, desc=f"evaluate {run_label}", disable=not progress)
     for req in bar:
         bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
-        rows.append(_evaluate_request(job, req))
-        failed = "error" in rows[-1]
-        warn += [f"{req.label} NFE {req.nfe}: failed: {rows[-1]['error']}"] if failed else \
-            [w for w in rows[-1]["warnings"] if w not in warn]
+        row = _evaluate_request(job, req)
+        rows.append(row)  # warnings repeated by several rows appear once (run_record)
+        warn += [f"{req.label} NFE {req.nfe}: failed: {row['error']}"] if "error" in row \
+            else row["warnings"]
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None
     record = run_record(run_path, run_label, job.method, saved, config, data=spec.record(),

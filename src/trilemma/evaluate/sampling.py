@@ -113,7 +113,8 @@ def timed_sample(
     dev = torch.device(device) if device is not None else _model_device(model)
     opts = dict(options or {})
     sizes = [min(batch, n - s) for s in range(0, n, batch)]
-    out = TimedSamples(torch.empty(0), [], None, 0.0, 0, sizes)
+    out = TimedSamples(samples=torch.empty(0), nfes=[], steps=None, seconds=0.0,
+                       timed_samples=0, batch_sizes=sizes)
     chunks: list[Tensor] = []
 
     def draw(size: int, gen: torch.Generator | None) -> tuple[Tensor, float]:
