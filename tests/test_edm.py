@@ -1,4 +1,4 @@
-"""EDM pieces: stochastic churn in the Heun sampler (Alg. 2).
+"""EDM: stochastic churn in the Heun sampler (Alg. 2), log-normal noise levels, lambda(sigma).
 
 Closed form for the churn check: for data ``x0 ~ N(m, s^2)`` a scalar process has marginal
 ``N(alpha_t m, alpha_t^2 s^2 + sigma_t^2)``, whatever noise the churn adds on the way (the sampler
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from trilemma.metrics.mixture import mode_metrics, sliced_wasserstein2
+from trilemma.objectives import edm_loss_weight, edm_sigma_times
 from trilemma.oracle import grid25
 from trilemma.processes import get_process
 from trilemma.samplers import SAMPLERS, check_sampler, get_grid, sample, sample_edm_heun
@@ -20,6 +21,7 @@ from trilemma.samplers.registry import sampler_options
 
 F64 = torch.float64
 M, S = 0.7, 0.5
+SCALAR = ["vp", "vp_cosine", "subvp", "geometric_vp", "ve"]
 
 
 def gaussian_score(proc, calls: list | None = None):  # noqa: ANN001, ANN201
@@ -230,3 +232,64 @@ def test_churn_option_errors(opts: dict, match: str) -> None:
         _run(proc, get_grid("edm", proc, 4), **opts)
     with pytest.raises(ValueError, match=match):
         sample("edm", gaussian_score(proc), proc, (4, 2), 9, **opts)
+
+
+# ------------------------------------------------------------------ noise levels and loss weight
+def test_edm_sigma_times_are_log_normal_in_sigma() -> None:
+    """Away from clamping (a VE with sigma in [1e-4, 1e3]) ``ln sigma`` has mean ``p_mean`` and
+    std ``p_std`` within 4 Monte-Carlo standard errors; the draw follows the generator."""
+    proc = get_process("ve", sigma_min=1e-4, sigma_max=1e3)
+    n = 100_000
+    for p_mean, p_std in [(-1.2, 1.2), (0.4, 0.6)]:
+        t, sigma = edm_sigma_times(n, proc, p_mean, p_std,
+                                   generator=torch.Generator().manual_seed(0))
+        assert t.shape == sigma.shape == (n,) and t.dtype == sigma.dtype == torch.float32
+        ls = sigma.to(F64).log()
+        assert abs(float(ls.mean()) - p_mean) < 4 * p_std / math.sqrt(n)
+        assert abs(float(ls.std()) - p_std) < 4 * p_std / math.sqrt(2 * n)
+    again = edm_sigma_times(n, proc, 0.4, 0.6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], t) and torch.equal(again[1], sigma)
+
+
+@pytest.mark.parametrize("pname", SCALAR)
+def test_sigma_time_round_trip_and_clamping(pname: str) -> None:
+    proc = get_process(pname)
+    ts = torch.linspace(proc.train_eps, proc.T, 201, dtype=F64)
+    sig = torch.exp(-proc.log_snr(ts))
+    back = proc.t_from_log_snr(-torch.log(sig))
+    torch.testing.assert_close(back, ts, rtol=1e-7, atol=1e-12)
+    t, sigma = edm_sigma_times(20000, proc, generator=torch.Generator().manual_seed(1))
+    assert float(t.min()) >= proc.train_eps * (1 - 1e-6) and float(t.max()) <= proc.T
+    torch.testing.assert_close(sigma.to(F64), torch.exp(-proc.log_snr(t.to(F64))),
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(proc.t_from_log_snr(-torch.log(sigma.to(F64))), t.to(F64),
+                               rtol=1e-5, atol=1e-7)  # sigma is float32
+    # clamped at t_max = T/2: the mass above sigma(T/2) piles up there, exactly the normal tail
+    half = 0.5 * proc.T
+    t, sigma = edm_sigma_times(20000, proc, generator=torch.Generator().manual_seed(2),
+                               t_max=half)
+    tail = 0.5 * math.erfc((-float(proc.log_snr(half)) + 1.2) / (1.2 * math.sqrt(2)))
+    frac = float((t == torch.tensor(half, dtype=torch.float32)).to(F64).mean())
+    assert float(t.max()) <= half
+    assert abs(frac - tail) < 4 * math.sqrt(tail * (1 - tail) / 20000) + 1e-4, (frac, tail)
+
+
+def test_edm_loss_weight_hand_values() -> None:
+    # (sigma^2 + 0.25) / (0.5 sigma)^2
+    w = edm_loss_weight(torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=F64))
+    torch.testing.assert_close(w, torch.tensor([104.0, 8.0, 5.0, 4.25], dtype=F64))
+    assert float(edm_loss_weight(2.0, sigma_data=1.0)) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="sigma_data"):
+        edm_loss_weight(1.0, sigma_data=0.0)
+
+
+def test_edm_sigma_times_errors() -> None:
+    proc = get_process("vp")
+    with pytest.raises(ValueError, match="p_std"):
+        edm_sigma_times(4, proc, p_std=0.0)
+    with pytest.raises(ValueError, match="n must"):
+        edm_sigma_times(0, proc)
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        edm_sigma_times(4, proc, t_min=0.5, t_max=0.5)
+    with pytest.raises(TypeError, match="scalar process"):
+        edm_sigma_times(4, get_process("cld"))
