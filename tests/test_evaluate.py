@@ -162,7 +162,6 @@ def test_check_request_asks_the_method(toy):
     _, run, _, _ = toy
     model, config, _ = load_run(run, "cpu")
     check_request(model, SamplerRequest("em", 5))
-    check_request(model, config.process["name"], SamplerRequest("em", 5))  # the older form
     check_request(model, SamplerRequest("ode", None))  # adaptive: no budget needed
     for req, msg in ((SamplerRequest("em", None), "--samplers: sampler 'em' needs an NFE"),
                      (SamplerRequest("sscs", 5), "--samplers: 'sscs' does not fit"),

@@ -182,12 +182,3 @@ def test_one_formatter_and_metric_direction_for_report_and_bench():
                           ["error"])
     assert table == ("<table><thead><tr><th class=''>x</th></tr></thead><tbody>\n"
                      "<tr class='error'><td colspan='2'>1</td></tr>\n</tbody></table>")
-
-
-def test_bench_page_names_stay_importable_from_report():
-    from trilemma import bench, report
-
-    assert report.write_bench_report is bench.write_bench_report
-    assert report.plot_bench_quality_vs_time is bench.plot_bench_quality_vs_time
-    with pytest.raises(AttributeError):
-        report.no_such_name  # noqa: B018

@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,18 @@ from .. import bench
 from ..evaluate import (
     EvaluationError,
     SamplerRequest,
-    check_request,
+    check_fits_some_run,
     combine_reports,
     default_cache_dir,
     evaluate_run,
     merge_results,
     parse_options,
     parse_samplers,
+    timed_sample,
 )
 from ..metrics.features import save_classifier, train_classifier
 from ..plots import save_samples
-from ..report import markdown_table, write_bench_report, write_report
+from ..report import markdown_table, write_report
 from ..runs import locate_run
 from ..setup import (
     Config,
@@ -146,19 +146,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         key, _, msg = str(err).partition(": ")
         raise CLIError(f"{flag.get(key, key)}: {msg}") from None
 
-    gen = make_generator(args.seed, device)
-    batch = args.batch or n
-    chunks, nfes = [], []
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        res = model.sample(min(batch, n - start), sampler, nfe, generator=gen, **options)
-        chunks.append(res.samples.float().cpu())
-        nfes.append(int(res.nfe))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    samples = torch.cat(chunks)
-    nfe_used = max(nfes)
+    drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
+                         generator=make_generator(args.seed, device), options=options,
+                         device=device, warmup=False, memory=False)
+    samples, nfe_used, seconds = drawn.samples, drawn.nfe_max, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
         np.savez(out, samples=samples.numpy(), nfe=np.int64(nfe_used), seconds=np.float64(seconds),
@@ -237,22 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         requests = parse_samplers(args.samplers) if args.samplers else None
         labels = _run_labels(args.runs, args.label)
         configs = [Config.from_dict(locate_run(r).config, check_paths=False) for r in args.runs]
-        if requests is not None and len(args.runs) > 1:  # each sampler must fit some run
-            errors: dict[int, list[str]] = {i: [] for i in range(len(requests))}
-            for run, cfg in zip(args.runs, configs, strict=True):
-                model, _, _ = load_run(run, "cpu")
-                for i, req in enumerate(requests):
-                    try:
-                        check_request(model, cfg.process["name"], SamplerRequest(
-                            req.name, req.nfe, {**options.get(req.name, {}), **req.options}))
-                    except EvaluationError as err:
-                        errors[i].append(str(err))
-                del model
-            for i, errs in errors.items():
-                if len(errs) == len(configs):
-                    msg = errs[0].split(": ", 1)[-1]
-                    raise CLIError(f"--samplers {requests[i].label}: fits none of the runs "
-                                   f"({msg})")
+        if requests is not None and len(args.runs) > 1:
+            check_fits_some_run(args.runs, requests, options)
         results = []
         for run, label, cfg in zip(args.runs, labels, configs, strict=True):
             reqs = requests or [SamplerRequest(cfg.sample["sampler"], cfg.sample["nfe"],
@@ -335,7 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(f"bench: {err}") from None
     paths = bench.write_outputs(results, args.out)
-    paths = write_bench_report(results, args.out, paths)
+    paths = bench.write_bench_report(results, args.out, paths)
     print(bench.report_markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

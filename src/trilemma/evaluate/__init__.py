@@ -54,9 +54,10 @@ from .results import (
     load_results,
     merge_results,
 )
-from .run import evaluate_run
+from .run import check_fits_some_run, evaluate_run
 from .sampling import TimedSamples, timed_sample
-from .scoring import NoScorer, Scorer, make_scorer
+from .scorers import make_scorer
+from .scoring import NoScorer, Scorer
 from .toys import ToyScorer
 
 __all__ = [
@@ -64,7 +65,8 @@ __all__ = [
     "MIN_SAMPLES", "NLL_SEED_OFFSET", "DataSpec", "EvaluationError", "ImageScorer", "NoScorer",
     "PeakMemory", "SamplerRequest", "Scorer", "TimedSamples", "ToyScorer", "as_requests",
     "check_likelihood", "check_request", "combine_reports", "data_spec", "default_cache_dir",
-    "environment", "evaluate_run", "fd_bootstrap_sd", "features_and_logits", "fitting_requests",
+    "check_fits_some_run", "environment", "evaluate_run", "fd_bootstrap_sd",
+    "features_and_logits", "fitting_requests",
     "get_classifier", "image_metrics", "likelihood", "load_results", "make_scorer",
     "merge_results", "parse_options", "parse_samplers", "timed_sample",
 ]

@@ -9,6 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import oracle
+from ..data import toy_dataset
+from ..metrics.features import dataset_images
+
 
 @dataclass
 class DataSpec:
@@ -37,14 +41,12 @@ class DataSpec:
         if self.mixture is not None:
             x, _ = self.mixture.sample(n, generator, dtype=dtype)
             return x
-        from ..data import toy_dataset
 
         return toy_dataset(self.name, n, generator).to(dtype)
 
     def split_images(self, split: str) -> Tensor:
         """All images of the data set's ``split`` (``'train'``, ``'test'``, ``'all'``) in
         [-1, 1], as the classifier and reference see them (not binarised)."""
-        from ..metrics.features import dataset_images
 
         x, _ = dataset_images(self.name, split, self.image_size, self.data_root)
         return x
@@ -78,7 +80,6 @@ def _digits_notes(d: dict[str, Any], reference_split: str) -> list[str]:
 
 
 def _data_spec(config: Any, reference_split: str) -> DataSpec:
-    from .. import oracle
 
     d = dict(config.data)
     name = d["name"]

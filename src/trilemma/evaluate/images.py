@@ -24,6 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data import binarize
+from ..metrics.features import (
+    InceptionFeatures,
+    InceptionUnavailableError,
+    extract_features,
+    inception_score,
+    load_classifier,
+    train_classifier,
+)
+from ..metrics.frechet import frechet_distance, gaussian_stats
+from ..metrics.reference import compare_to_reference, reference_stats
+from ..train import CheckpointError
 from .common import EvaluationError
 from .dataspec import DataSpec
 from .scoring import Scorer, quiet_warning
@@ -44,8 +56,6 @@ def get_classifier(
     progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """The feature classifier for ``spec`` (given, cached or trained now) and its record."""
-    from ..metrics.features import load_classifier, train_classifier
-    from ..train import CheckpointError
 
     source = "given"
     if features_path is not None:
@@ -108,7 +118,6 @@ def fd_bootstrap_sd(reference: dict[str, Any], feats: Tensor, repeats: int = FD_
                     seed: int = 0) -> float | None:
     """Standard deviation of the Fréchet distance over bootstrap resamples of the samples'
     features (reference fixed): how much FD moves with the draw of n samples."""
-    from ..metrics.frechet import frechet_distance, gaussian_stats
 
     if len(feats) < 2 or repeats < 2:
         return None
@@ -129,8 +138,6 @@ def image_metrics(
     inception_reference: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """FD-<dataset>, PRDC and IS-<dataset> of images (plus FID with Inception) and warnings."""
-    from ..metrics.features import extract_features, inception_score
-    from ..metrics.reference import compare_to_reference
 
     x = samples.clamp(-1.0, 1.0)
     feats, logits = features_and_logits(clf, x)
@@ -179,7 +186,6 @@ class ImageScorer(Scorer):
             raise EvaluationError(f"--features: {spec.problem}")
         if spec.problem:
             raise EvaluationError(spec.problem)
-        from ..metrics.reference import reference_stats
 
         self.reference_split = reference_split
         self.clf, self.extractor = get_classifier(spec, features_path, cache_dir,
@@ -200,8 +206,6 @@ class ImageScorer(Scorer):
 
     def _set_up_inception(self, inception: str | os.PathLike, cache_dir: Path,
                           device: str | torch.device, progress: bool) -> None:
-        from ..metrics.features import InceptionFeatures, InceptionUnavailableError
-        from ..metrics.reference import reference_stats
 
         spec = self.spec
         try:
@@ -226,7 +230,6 @@ class ImageScorer(Scorer):
         other = "train" if self.reference_split != "train" else "test"
         xr = spec.split_images(other)
         if spec.binarize:
-            from ..data import binarize
 
             xr = binarize(xr, spec.binarize, generator=torch.Generator().manual_seed(0))
         perm = torch.randperm(len(xr), generator=torch.Generator().manual_seed(seed))

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..data import binarize
+from ..likelihood import bits_per_dim, dequantize, to_levels
 from .common import EvaluationError
 from .dataspec import DataSpec
 
@@ -77,14 +79,12 @@ class Dequantisation:
 def dequantisation(x: Tensor, spec: DataSpec, decoder: str | None,
                    generator: torch.Generator) -> Dequantisation:
     """The dequantisation policy of the module docstring for points ``x``."""
-    from ..likelihood import to_levels
 
     notes: list[str] = []
     levels = spec.levels if spec.kind == "image" else None
     binarized = (spec.binarize or "threshold") if decoder == "bernoulli" else (
         spec.binarize if levels is not None else None)
     if binarized:
-        from ..data import binarize
 
         x = binarize(x, binarized, generator=generator)
         notes.append(f"held-out images binarised ({binarized}) as the run's data")
@@ -109,7 +109,6 @@ def _nll_batches(model: Method, dq: Dequantisation, generator: torch.Generator, 
                  batch_size: int, device: torch.device, rtol: float, atol: float,
                  progress: bool) -> tuple[Tensor, list[dict[str, Any]]]:
     """Per-point NLL (nats, float64, CPU) in batches, and each batch's ``model.nll`` result."""
-    from ..likelihood import dequantize
 
     dtype = next(model.parameters()).dtype
     nll, results = [], []
@@ -139,7 +138,6 @@ def likelihood(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Bits/dim of ``nll_n`` held-out points by ``model.nll`` (see the module docstring)."""
-    from ..likelihood import bits_per_dim
 
     check_likelihood(model, spec)
     gen = torch.Generator().manual_seed(seed + NLL_SEED_OFFSET)

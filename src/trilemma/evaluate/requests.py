@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
+from ..samplers import SAMPLERS
+from ..setup import parse_override
 from .common import EvaluationError
 
 if TYPE_CHECKING:
@@ -39,13 +42,11 @@ class SamplerRequest:
     @property
     def adaptive(self) -> bool:
         """Whether the sampler picks its own steps (its NFE budget is only a cap)."""
-        from ..samplers import SAMPLERS
 
         return bool(self.name in SAMPLERS and SAMPLERS[self.name].adaptive)
 
 
 def _parse_value(text: str) -> Any:
-    from ..config import ConfigError, parse_override
 
     try:
         _, value = parse_override(f"x={text}")
@@ -101,7 +102,6 @@ def parse_samplers(text: str) -> list[SamplerRequest]:
 
 def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``['gddim.order=2', 'ddim.eta=0.5']`` -> ``{'gddim': {'order': 2}, 'ddim': {...}}``."""
-    from ..config import ConfigError, parse_override
 
     out: dict[str, dict[str, Any]] = {}
     for text in items:
@@ -131,16 +131,9 @@ def as_requests(
             for r in reqs]
 
 
-def check_request(model: Method, req: SamplerRequest | str | None,
-                  legacy_req: SamplerRequest | None = None) -> None:
+def check_request(model: Method, req: SamplerRequest) -> None:
     """Raise :class:`EvaluationError` (naming the flag to fix) when ``req`` does not fit the
-    method, by its :meth:`~trilemma.methods.base.Method.check_sampler`.
-
-    The older form ``check_request(model, process_name, req)`` still works: the process name is
-    not needed (the method knows its process) and is ignored.
-    """
-    if legacy_req is not None:
-        req = legacy_req
+    method, by its :meth:`~trilemma.methods.base.Method.check_sampler`."""
     if not isinstance(req, SamplerRequest):
         raise TypeError(f"check_request needs a SamplerRequest, got {type(req).__name__}")
     try:
@@ -150,7 +143,6 @@ def check_request(model: Method, req: SamplerRequest | str | None,
         flag = {"sampler": "--samplers", "nfe": f"--samplers {req.name}",
                 "options": f"--opt {req.name}"}.get(key)
         raise EvaluationError(f"{flag}: {msg}" if flag else str(err)) from None
-    from ..samplers import SAMPLERS
 
     spec = SAMPLERS.get(req.name)
     if req.nfe is None and spec is not None and not spec.adaptive:

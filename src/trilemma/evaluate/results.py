@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import __version__
+from ..plots import save_samples as save_picture
 from .common import FORMAT, EvaluationError, dedupe, safe_name
 from .requests import SamplerRequest
 
@@ -23,7 +25,6 @@ COMBINE_KEYS = ("n", "seed", "batch_size", "reference_split", "metrics")
 
 def environment(device: str | torch.device) -> dict[str, Any]:
     """Where the timings were taken: torch, device name, threads, CPU model."""
-    from .. import __version__
 
     dev = torch.device(device)
     cpu = platform.processor() or platform.machine()
@@ -56,7 +57,6 @@ def save_row_files(row: dict[str, Any], samples: Tensor, out: Path, *, grid_n: i
                    reference: Tensor | None = None, save_samples: bool = True) -> None:
     """Write a row's sample grid (``out/grids``) and samples (``out/samples``, ``.npz``) and
     record their paths in the row (``grid``/``grid_error``, ``samples_file``)."""
-    from ..plots import save_samples as save_picture
 
     # a sampler whose NFE the model fixes (ddgan: T) is named by the NFE it used
     tag = row["nfe_budget"] or ("adaptive" if row["adaptive"] else row.get("nfe", "adaptive"))

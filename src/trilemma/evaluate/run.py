@@ -13,14 +13,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
+from ..setup import load_run, make_generator, resolve_device
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .dataspec import data_spec
 from .images import DEFAULT_CLASSIFIER_STEPS
 from .likelihood import check_likelihood, likelihood
-from .requests import SamplerRequest, as_requests, fitting_requests
+from .requests import SamplerRequest, as_requests, check_request, fitting_requests
 from .results import results_dict, row_head, run_record, save_row_files
 from .sampling import timed_sample
-from .scoring import Scorer, make_scorer
+from .scorers import make_scorer
+from .scoring import Scorer
 
 if TYPE_CHECKING:
     from ..methods.base import Method
@@ -43,7 +45,6 @@ def _check_settings(n: int, batch_size: int, seed: int, nll_n: int, classifier_s
 
 
 def _resolve_device(device: str | torch.device) -> str:
-    from ..config import resolve_device
 
     try:
         return resolve_device(str(device))
@@ -87,7 +88,6 @@ class _Job:
 def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
     """One row: sample with ``req`` (timed), score, write its grid and samples. A sampler
     that fails numerically (FloatingPointError, RuntimeError) gives a row with ``error``."""
-    from ..build import make_generator
 
     row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
     try:
@@ -148,7 +148,6 @@ def evaluate_run(
     ``out_dir/samples`` (``.npz``). Returns a JSON-safe dict with ``runs: [one record]``; merge
     several with :func:`merge_results` and write with :func:`trilemma.report.write_report`.
     """
-    from ..build import load_run
 
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics)
     reqs = as_requests(samplers, options)
@@ -188,3 +187,22 @@ def evaluate_run(
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
                         classifier_steps=classifier_steps, cache_dir=cache)
+
+
+def check_fits_some_run(runs: Sequence[str | os.PathLike], requests: Sequence[SamplerRequest],
+                        options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise :class:`EvaluationError` for a request that fits none of ``runs`` (with several
+    runs, a request that fits only some of them is skipped where it does not fit)."""
+    errors: dict[int, list[str]] = {i: [] for i in range(len(requests))}
+    for run in runs:
+        model, _, _ = load_run(run, "cpu")
+        for i, req in enumerate(as_requests(requests, options)):
+            try:
+                check_request(model, req)
+            except EvaluationError as err:
+                errors[i].append(str(err))
+    for i, errs in errors.items():
+        if len(errs) == len(runs):
+            msg = errs[0].split(": ", 1)[-1]
+            raise EvaluationError(f"--samplers {requests[i].label}: fits none of the runs "
+                                  f"({msg})")

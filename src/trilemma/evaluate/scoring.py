@@ -9,16 +9,14 @@ in :mod:`.toys`; :class:`NoScorer` is what ``--no-metrics`` gets.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..metrics.reference import SampleSizeWarning, min_samples_warning
-from .common import MIN_SAMPLES, EvaluationError, default_cache_dir, finite
+from .common import MIN_SAMPLES, finite
 from .dataspec import DataSpec
 
 
@@ -78,44 +76,3 @@ class NoScorer(Scorer):
     def baseline(self, n: int, seed: int) -> None:
         """No baseline without metrics."""
         return None
-
-
-def make_scorer(
-    spec: DataSpec,
-    *,
-    metrics: bool = True,
-    n: int = 1000,
-    features_path: str | os.PathLike | None = None,
-    inception: str | os.PathLike | None = None,
-    reference_split: str = "test",
-    cache_dir: Path | None = None,
-    classifier_steps: int | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-) -> Scorer:
-    """The scorer of ``spec``'s data with its reference set up: :class:`ImageScorer`,
-    :class:`ToyScorer`, or :class:`NoScorer` when ``metrics`` is off.
-
-    ``features_path``/``inception`` (a classifier, FID's Inception network) are for images
-    only; ``n`` sizes the toy reference; ``cache_dir`` holds classifiers and reference stats.
-    """
-    if not metrics:
-        return NoScorer(spec)
-    if spec.kind == "image":
-        from .images import DEFAULT_CLASSIFIER_STEPS, ImageScorer
-
-        return ImageScorer(spec, features_path=features_path, inception=inception,
-                           reference_split=reference_split,
-                           cache_dir=cache_dir or default_cache_dir(),
-                           classifier_steps=classifier_steps or DEFAULT_CLASSIFIER_STEPS,
-                           device=device, progress=progress)
-    if features_path is not None:
-        raise EvaluationError(f"--features: the classifier features are for image data; "
-                              f"this run's data is the 2-D/low-D toy {spec.name!r} "
-                              "(scored with the oracle/SW2 metrics instead)")
-    if inception is not None:
-        raise EvaluationError(f"--inception: FID needs image data; this run's data is the "
-                              f"toy {spec.name!r}")
-    from .toys import ToyScorer
-
-    return ToyScorer(spec, n, progress)

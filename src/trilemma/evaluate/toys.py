@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..metrics.mixture import SlicedReference, oracle_report, random_directions, sw2_noise_floor
 from ..metrics.prdc import prdc
 from .common import finite
 from .dataspec import DataSpec
@@ -34,7 +35,6 @@ class ToyScorer(Scorer):
     data reference samples of a toy, for ``n`` samples at a time."""
 
     def __init__(self, spec: DataSpec, n: int, progress: bool = False) -> None:
-        from ..metrics.mixture import SlicedReference, random_directions, sw2_noise_floor
 
         super().__init__(spec)
         self.mixture = spec.mixture
@@ -70,7 +70,6 @@ class ToyScorer(Scorer):
 
     def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
         """Oracle metrics (mixtures) or SW2 (other toys), plus PRDC on the raw coordinates."""
-        from ..metrics.mixture import oracle_report
 
         x = x.to(torch.float64)
         out: dict[str, Any] = {}

@@ -51,26 +51,15 @@ from .tables import (
 #: the former private name of :func:`trilemma.report.format.fmt` (tests import it)
 _fmt = fmt
 #: names of the benchmark page that used to live here; now in :mod:`trilemma.bench`
-_FROM_BENCH = ("write_bench_report", "plot_bench_quality_vs_time")
 
 __all__ = [
     "BASE_COLUMNS", "CSS", "DISPLAY_NAMES", "GLOSSARY", "HIDDEN_IN_TABLE", "HIGHER_IS_BETTER",
     "MARKERS", "METRIC_ORDER", "TAIL_COLUMNS", "PathLike", "data_uri", "diversity_metric",
     "fmt", "html_report", "json_safe", "markdown_table", "markdown_to_html", "metric_keys",
-    "plot_bench_quality_vs_time", "plot_metric_vs_nfe", "plot_quality_vs_time",
-    "quality_metric", "results_table_html", "table_rows", "write_bench_report", "write_csv",
+    "plot_metric_vs_nfe", "plot_quality_vs_time",
+    "quality_metric", "results_table_html", "table_rows", "write_csv",
     "write_report",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """``trilemma.report.write_bench_report`` and friends, imported from the benchmark on first
-    use (the benchmark renders with this package, so importing it here would be circular)."""
-    if name in _FROM_BENCH:
-        from .. import bench
-
-        return getattr(bench, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_report(results: dict[str, Any], out_dir: PathLike) -> dict[str, Path]:
