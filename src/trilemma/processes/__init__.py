@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import LinearProcess, ScalarProcess, ScoreFn
+from .base import LinearProcess, ScalarProcess, ScoreFn, per_sample
 from .cld import CLD
 from .scalar import VE, VP, GeometricVP, SubVP, VPCosine, VPFamily
 
@@ -45,4 +45,5 @@ __all__ = [
     "VPCosine",
     "VPFamily",
     "get_process",
+    "per_sample",
 ]
