@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import LinearProcess, ScalarProcess, ScoreFn, per_sample
+from .base import LinearProcess, ScalarProcess, ScoreFn
 from .cld import CLD
 from .scalar import VE, VP, GeometricVP, SubVP, VPCosine, VPFamily
+from .tensors import per_sample
 
 PROCESSES: dict[str, type[LinearProcess]] = {
     "vp": VP,

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import LinearProcess, as_time, bmat, per_sample
+from .base import LinearProcess, bmat
+from .tensors import as_time, per_sample
 
 
 def _exp_rem3(x: Tensor) -> Tensor:
