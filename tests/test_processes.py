@@ -553,11 +553,10 @@ def test_eps_and_v_parametrisations(key: str) -> None:
     u = a * x0 + s * eps
     score = proc.x0_to_score(u, t, x0)
     torch.testing.assert_close(score, -eps / s)  # DSM target (REFERENCE §2.1)
-    torch.testing.assert_close(proc.score_to_eps(u, t, score), eps)
-    torch.testing.assert_close(proc.eps_to_score(u, t, eps), score)
     v = a * eps - s * x0
-    torch.testing.assert_close(proc.score_to_v(u, t, score), v)
-    torch.testing.assert_close(proc.v_to_score(u, t, v), score)
+    for kind, out in (("eps", eps), ("x0", x0), ("v", v), ("score", score)):
+        torch.testing.assert_close(proc.score_to_prediction(kind, score, u, t), out)
+        torch.testing.assert_close(proc.prediction_to_score(kind, out, u, t), score)
     torch.testing.assert_close(proc.score_to_x0(u, t, score), x0)
     torch.testing.assert_close(proc.full_score(u, t, score), score)
 
@@ -786,12 +785,10 @@ def test_dtypes(key: str) -> None:
         proc.prior_logp(u),
         proc.prior_sample((2, 3)),
     ]
-    if isinstance(proc, ScalarProcess):
+    for kind in proc.predictions:
         outs += [
-            proc.eps_to_score(u, t, score),
-            proc.score_to_eps(u, t, score),
-            proc.v_to_score(u, t, score),
-            proc.score_to_v(u, t, score),
+            proc.prediction_to_score(kind, score, u, t),
+            proc.score_to_prediction(kind, score, u, t),
         ]
     for out in outs:
         assert out.dtype == torch.float32 and torch.isfinite(out).all()

@@ -1,15 +1,16 @@
 """Network parametrisations of the score, kept apart from the network (EDM-style).
 
 A network knows nothing of diffusion: it maps ``(scaled state, t[, labels])`` to a tensor. A
-:class:`Parametrization` wraps any such network with a process and turns its output into the
-score on the noise-driven block (the convention of every sampler):
+:class:`Parametrization` wraps any such network with a process: it scales the input, calls the
+network and hands the output to the process's one conversion
+(:meth:`~trilemma.processes.base.LinearProcess.prediction_to_score`), which returns the score on
+the noise-driven block (the convention of every sampler):
 
-- scalar processes: ``eps`` (``s = -eps/sigma``), ``x0``, ``v`` (``v = alpha eps - sigma x0``) or
-  raw ``score``; the input is scaled by ``c_in = 1/sqrt(alpha^2 sigma_data^2 + sigma^2)`` so the
-  network sees unit-variance input for VP and VE alike;
-- CLD: ``mixed`` (REFERENCE.md §2.2): ``s = -v/Sigma_vv(t) - l_t alpha_theta(u, t)``, the analytic
-  part exact at ``t = 0`` and ``t = 1``; or ``score`` (``s = -l_t alpha_theta``, no analytic part,
-  the ablation).
+- scalar processes: ``eps``, ``x0``, ``v`` or raw ``score``; the input is scaled by
+  ``c_in = 1/sqrt(alpha^2 sigma_data^2 + sigma^2)`` so the network sees unit-variance input for
+  VP and VE alike;
+- CLD: ``mixed`` (REFERENCE.md §2.2, ``s = -v/Sigma_vv(t) - l_t alpha_theta(u, t)``) or
+  ``score`` (``s = -l_t alpha_theta``, the ablation); the network sees ``u`` unscaled.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .processes.base import LinearProcess, ScalarProcess
+from .processes.base import LinearProcess, ScalarProcess, per_sample
 from .processes.cld import CLD
 
-SCALAR_PREDICTIONS = ("eps", "x0", "v", "score")
-CLD_PREDICTIONS = ("mixed", "score")
-
-
-def _view(coef: Tensor, like: Tensor) -> Tensor:
-    return coef.to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
+SCALAR_PREDICTIONS = ScalarProcess.predictions
+CLD_PREDICTIONS = CLD.predictions
 
 
 class Parametrization(nn.Module):
@@ -39,16 +36,9 @@ class Parametrization(nn.Module):
         sigma_data: float = 0.5,
     ) -> None:
         super().__init__()
-        is_cld = isinstance(process, CLD)
-        valid = CLD_PREDICTIONS if is_cld else SCALAR_PREDICTIONS
-        prediction = prediction or ("mixed" if is_cld else "eps")
-        if prediction not in valid:
-            raise ValueError(
-                f"prediction {prediction!r} does not fit process {process.name!r}; "
-                f"valid predictions: {', '.join(valid)}"
-            )
-        if not is_cld and not isinstance(process, ScalarProcess):
+        if not isinstance(process, (ScalarProcess, CLD)):
             raise ValueError(f"no parametrisation for process {process.name!r}")
+        prediction = process.check_prediction(prediction or process.predictions[0])
         if sigma_data <= 0:
             raise ValueError(f"sigma_data must be positive, got {sigma_data}")
         self.net = net
@@ -56,35 +46,22 @@ class Parametrization(nn.Module):
         self.prediction = prediction
         self.sigma_data = float(sigma_data)
 
-    def _call_net(self, inp: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-        if labels is None:
-            return self.net(inp, t)
-        return self.net(inp, t, labels)
+    def c_in(self, u: Tensor, t: Tensor) -> Tensor:
+        """Input scale per sample, broadcast like ``u``: unit-variance network input (scalar
+        processes, float64 coefficients); 1 for CLD."""
+        p = self.process
+        if not isinstance(p, ScalarProcess):
+            return torch.ones((), dtype=u.dtype, device=u.device)
+        a, s = p.alpha(t), p.sigma(t)
+        return per_sample(torch.rsqrt(a**2 * self.sigma_data**2 + s**2), u)
 
     def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The score on the noise-driven block at states ``u`` and times ``t`` (shape ``(B,)``)."""
-        p = self.process
         t = (
             t.to(u.dtype)
             if t.dim()
             else torch.full((u.shape[0],), float(t), dtype=u.dtype, device=u.device)
         )
-        if isinstance(p, CLD):
-            out = self._call_net(u, t, labels)
-            cov = p.marginal_cov(t)
-            ell = _view(p.hsm_ell(t), out)
-            s = -ell * out
-            if self.prediction == "mixed":
-                s = s - p.noise_part(u) / _view(cov[..., 1, 1], out)
-            return s
-        alpha, sigma = _view(p.alpha(t), u), _view(p.sigma(t), u)
-        c_in = torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2)
-        out = self._call_net(c_in * u, t, labels)
-        if self.prediction == "eps":
-            return -out / sigma
-        if self.prediction == "x0":
-            return -(u - alpha * out) / sigma**2
-        if self.prediction == "v":
-            eps = (sigma * u + alpha * out) / (alpha**2 + sigma**2)
-            return -eps / sigma
-        return out
+        inp = self.c_in(u, t) * u
+        out = self.net(inp, t) if labels is None else self.net(inp, t, labels)
+        return self.process.prediction_to_score(self.prediction, out, u, t)

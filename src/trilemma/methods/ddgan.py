@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..nets import count_parameters
 from ..objectives.adversarial import discriminator_loss, generator_loss, r1_penalty, r1_weight
-from ..processes.base import randn_like
+from ..processes.base import per_sample, randn_like
 from ..processes.scalar import VP
 from ..samplers.base import SampleResult
 from .base import Method
@@ -54,11 +54,6 @@ SAMPLERS = ("ddgan",)
 CHANCE_LOSS_D = 2 * math.log(2)  # non-saturating D loss when D(x) = 1/2 everywhere
 CHANCE_TOL = 0.01
 CHANCE_STEPS = 1000  # D at chance for this many steps (after the first ones) gets a warning
-
-
-def _expand(c: Tensor, x: Tensor) -> Tensor:
-    """Per-sample coefficients ``(B,)`` -> broadcastable against ``x`` in ``x``'s dtype."""
-    return c.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 class DDGANSchedule(nn.Module):
@@ -138,15 +133,15 @@ class DDGANSchedule(nn.Module):
         """A draw of ``x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``, ``t in 0..T``."""
         idx = self._index(t, x0, lo=0)
         abar = self.alpha_bars[idx]
-        return _expand(abar.sqrt(), x0) * x0 + _expand((1 - abar).sqrt(), x0) * randn_like(
-            x0, generator)
+        noise = randn_like(x0, generator)
+        return per_sample(abar.sqrt(), x0) * x0 + per_sample((1 - abar).sqrt(), x0) * noise
 
     def step(self, x_prev: Tensor, t: Tensor | int, generator: torch.Generator | None = None
              ) -> Tensor:
         """A draw of ``x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)``."""
         idx = self._index(t, x_prev)
-        return (_expand(self.alphas[idx].sqrt(), x_prev) * x_prev
-                + _expand(self.betas[idx].sqrt(), x_prev) * randn_like(x_prev, generator))
+        return (per_sample(self.alphas[idx].sqrt(), x_prev) * x_prev
+                + per_sample(self.betas[idx].sqrt(), x_prev) * randn_like(x_prev, generator))
 
     def pairs(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None
               ) -> tuple[Tensor, Tensor]:
@@ -157,14 +152,15 @@ class DDGANSchedule(nn.Module):
     def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
         """Mean and variance ``(B,)`` of ``q(x_{t-1} | x_t, x_0)`` (variance 0 at ``t = 1``)."""
         idx = self._index(t, x_t)
-        mean = _expand(self.post_coef_x0[idx], x0) * x0 + _expand(self.post_coef_xt[idx], x_t) * x_t
+        mean = (per_sample(self.post_coef_x0[idx], x0) * x0
+                + per_sample(self.post_coef_xt[idx], x_t) * x_t)
         return mean, self.post_var[idx].to(device=x_t.device, dtype=x_t.dtype)
 
     def posterior_sample(self, x_t: Tensor, x0: Tensor, t: Tensor | int,
                          generator: torch.Generator | None = None) -> Tensor:
         """A reparameterised draw of ``x_{t-1} ~ q(x_{t-1} | x_t, x_0)`` (differentiable in x_0)."""
         mean, var = self.posterior(x_t, x0, t)
-        return mean + _expand(var.sqrt(), mean) * randn_like(mean, generator)
+        return mean + per_sample(var.sqrt(), mean) * randn_like(mean, generator)
 
     def extra_repr(self) -> str:
         betas = ", ".join(f"{float(b):.3f}" for b in self.betas[1:])

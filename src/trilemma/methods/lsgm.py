@@ -84,38 +84,41 @@ def scale_grad(x: Tensor, scale: Tensor) -> Tensor:
     return _ScaleGrad.apply(x, scale.detach())
 
 
-def _view(c: Tensor, like: Tensor) -> Tensor:
-    return c.to(device=like.device, dtype=like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
-
-
 # ------------------------------------------------------------------------------- the prior
 class LatentPrior(nn.Module):
-    """Score model of the latent SDE with LSGM's mixed (geometric-mixture) parametrisation.
+    """Score model of the latent SDE with LSGM's Normal-mixture (geometric-mixture) option.
 
     Args:
         process: the latent SDE (VP family or CLD).
         net: ``net(u, t) -> latent-shaped`` (for CLD it sees ``(z, v)``: ``2 C`` channels).
         latent_shape: shape of one latent ``(D,)`` or ``(C, H, W)``.
-        prediction: ``mixed`` (Normal + network, mixing weight per channel) or ``plain``.
+        prediction: ``normal_mix`` (Normal + network, mixing weight per channel; ``mixed`` is
+            its old name and still accepted) or ``plain`` (the network's score alone).
         logit_init: initial mixing logit (``-6``: ``a = 0.0025``).
         mixing_lr_scale: the logit is stored divided by this factor, which multiplies its
             effective Adam learning rate (Adam moves a parameter by about ``lr`` per step, so
             from -6 the mixing weight needs ~``6 / lr`` steps to reach 1/2; short runs raise it).
     """
 
+    #: the options, and the old names they accept
+    OPTIONS = ("normal_mix", "plain")
+    ALIASES = {"mixed": "normal_mix"}
+
     def __init__(
         self,
         process: LinearProcess,
         net: nn.Module,
         latent_shape: tuple[int, ...],
-        prediction: str = "mixed",
+        prediction: str = "normal_mix",
         logit_init: float = -6.0,
         mixing_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         check_latent_process(process)
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        prediction = self.ALIASES.get(prediction, prediction)
+        if prediction not in self.OPTIONS:
+            raise ValueError(f"prediction must be one of {list(self.OPTIONS)} (or the old name "
+                             f"'mixed'), got {prediction!r}")
         if not (isinstance(logit_init, (int, float)) and math.isfinite(logit_init)):
             raise ValueError(f"logit_init must be a finite number, got {logit_init!r}")
         if not (isinstance(mixing_lr_scale, (int, float)) and math.isfinite(mixing_lr_scale)
@@ -125,8 +128,10 @@ class LatentPrior(nn.Module):
         self.net = net
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.prediction = prediction
+        # what the network predicts: eps for the VP family, CLD's mixed score for CLD
+        self.net_prediction = "mixed" if isinstance(process, CLD) else "eps"
         self.mixing_lr_scale = float(mixing_lr_scale)
-        if prediction == "mixed":
+        if prediction == "normal_mix":
             init = float(logit_init) / self.mixing_lr_scale
             self.mixing_logit = nn.Parameter(torch.full((self.latent_shape[0],), init))
         else:
@@ -143,13 +148,9 @@ class LatentPrior(nn.Module):
         return a.reshape((1, -1) + (1,) * (like.dim() - 2))
 
     def net_score(self, u: Tensor, t: Tensor) -> Tensor:
-        """The network's score ``s_net``: ``-eps'/sigma`` (VP), ``-v/Sigma_vv - l eps'`` (CLD)."""
-        p = self.process
-        out = self.net(u, t)
-        if isinstance(p, CLD):
-            cov = p.marginal_cov(t)
-            return -_view(p.hsm_ell(t), out) * out - p.noise_part(u) / _view(cov[..., 1, 1], out)
-        return -out / _view(p.sigma(t), out)
+        """The network's score ``s_net`` by the process's conversion: ``-eps'/sigma`` (VP),
+        ``-v/Sigma_vv - l eps'`` (CLD); the network sees ``u`` unscaled."""
+        return self.process.prediction_to_score(self.net_prediction, self.net(u, t), u, t)
 
     def forward(self, u: Tensor, t: Tensor) -> Tensor:
         """Noise-block score at states ``u``, times ``t`` (shape ``(B,)``)."""

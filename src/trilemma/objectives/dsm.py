@@ -18,16 +18,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..processes.base import ScalarProcess
+from ..processes.base import ScalarProcess, per_sample
 from .tsampling import ImportanceTimes, uniform_times
 
 DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is")
 
 ScoreModel = Callable[..., Tensor]
-
-
-def _view(c: Tensor, like: Tensor) -> Tensor:
-    return c.to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 def likelihood_importance(process: ScalarProcess) -> ImportanceTimes:
@@ -64,7 +60,7 @@ def dsm_loss(
     t = t.to(device=x0.device, dtype=x0.dtype)
     u, eps = process.perturb(x0, t, generator)
     s = model(u, t) if labels is None else model(u, t, labels)
-    sigma = _view(process.sigma(t), u)
+    sigma = per_sample(process.sigma(t), u)
     residual = (sigma * s + eps).flatten(1).pow(2).mean(1)  # = sigma^2 ||s + eps/sigma||^2 / D
     if weighting == "quality":
         return residual

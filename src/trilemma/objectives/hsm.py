@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes.base import chol_factor, randn_like
+from ..processes.base import chol_factor, per_sample, randn_like
 from ..processes.cld import CLD
-from .dsm import ScoreModel, _view
+from .dsm import ScoreModel
 from .tsampling import uniform_times
 
 HSM_WEIGHTINGS = ("reweighted", "likelihood")
@@ -34,7 +34,7 @@ def _check(process: CLD, weighting: str) -> None:
 def _weighted(
     process: CLD, s: Tensor, target_eps: Tensor, ell: Tensor, t: Tensor, weighting: str
 ) -> Tensor:
-    ell = _view(ell, s)
+    ell = per_sample(ell, s)
     if weighting == "reweighted":
         return (s / (-ell) - target_eps).flatten(1).pow(2).mean(1)
     gb = (process.Gamma * process.beta(t)).to(s.dtype)

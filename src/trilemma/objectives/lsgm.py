@@ -47,7 +47,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, as_time
+from ..processes.base import LinearProcess, as_time, per_sample
 from ..processes.cld import CLD
 from ..processes.scalar import VPFamily
 from .tsampling import ImportanceTimes
@@ -67,10 +67,6 @@ def check_latent_process(process: LinearProcess) -> None:
             f"LSGM's latent process must be a VP-type SDE (vp, vp_cosine, geometric_vp) or cld, "
             f"got {getattr(process, 'name', type(process).__name__)!r}"
         )
-
-
-def _view(c: Tensor, like: Tensor) -> Tensor:
-    return c.to(device=like.device, dtype=like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 # ------------------------------------------------------------------------ weightings
@@ -284,7 +280,7 @@ def normal_score(process: LinearProcess, u: Tensor, t: Tensor) -> Tensor:
 def eps_residual(process: LinearProcess, score: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     """``|| eps + s / kappa_t ||^2`` summed per sample (``eps``: the noise block of ``noise``)."""
     eps = process.noise_part(noise) if noise.shape != score.shape else noise
-    kappa = _view(noise_scale(process, t), score)
+    kappa = per_sample(noise_scale(process, t), score)
     return (eps + score / kappa).flatten(1).pow(2).sum(1)
 
 

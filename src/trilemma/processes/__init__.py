@@ -7,6 +7,7 @@ from typing import Any
 from .base import LinearProcess, ScalarProcess, ScoreFn
 from .cld import CLD
 from .scalar import VE, VP, GeometricVP, SubVP, VPCosine, VPFamily
+from .tensors import per_sample
 
 PROCESSES: dict[str, type[LinearProcess]] = {
     "vp": VP,
@@ -45,4 +46,5 @@ __all__ = [
     "VPCosine",
     "VPFamily",
     "get_process",
+    "per_sample",
 ]

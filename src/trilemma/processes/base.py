@@ -21,17 +21,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .tensors import as_time, chol_factor, per_sample, randn_like
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``score_fn(u, t) -> score`` on the noise-driven coordinates; ``t`` has shape ``(batch,)``."""
 
 _F64 = torch.float64
-
-
-def as_time(t: float | Tensor, device: torch.device | str | None = None) -> Tensor:
-    """Turn a float or tensor time into a float64 tensor (coefficient math is float64)."""
-    if isinstance(t, Tensor):
-        return t.to(dtype=_F64, device=device if device is not None else t.device)
-    return torch.tensor(float(t), dtype=_F64, device=device)
 
 
 def bmat(rows: list[list[Tensor | float]], like: Tensor) -> Tensor:
@@ -135,12 +130,11 @@ class LinearProcess(ABC):
         m = m.to(device=u.device, dtype=u.dtype)  # coefficients may live on the CPU (prior)
         if m.dim() == 2:
             m = m.expand(u.shape[0], self.k, self.k)
-        view = (u.shape[0],) + (1,) * (u.dim() - 1)
         out = []
         for i in range(self.k):
-            acc = m[:, i, 0].reshape(view) * blocks[0]
+            acc = per_sample(m[:, i, 0], u) * blocks[0]
             for j in range(1, self.k):
-                acc = acc + m[:, i, j].reshape(view) * blocks[j]
+                acc = acc + per_sample(m[:, i, j], u) * blocks[j]
             out.append(acc)
         return self.join(out)
 
@@ -243,8 +237,7 @@ class LinearProcess(ABC):
     ) -> Tensor:
         """Reverse-SDE drift ``F u - G G^T s`` (or ODE ``F u - 1/2 G G^T s``), in forward time."""
         t = self._time_batch(t, u.shape[0], u.device)
-        g2 = self.diffusion_sq(t).to(u.dtype)
-        g2 = g2.reshape((-1,) + (1,) * (u.dim() - 1))
+        g2 = per_sample(self.diffusion_sq(t), u)
         factor = 0.5 if probability_flow else 1.0
         return self.drift(u, t) - self.on_noise_block(factor * g2 * score)
 
@@ -262,8 +255,7 @@ class LinearProcess(ABC):
         a = (row * psi0).sum(-1)  # score = -(row . u) + a x0
         ru = self.apply(_row_as_matrix(row, self.k), u)
         ru = self.split(ru)[0]
-        view = (-1,) + (1,) * (score.dim() - 1)
-        return (score + ru) / a.to(u.dtype).reshape(view)
+        return (score + ru) / per_sample(a, score)
 
     def x0_to_score(self, u: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Noise-block score of ``N(Psi (x0, 0), Sigma_t)`` at ``u`` (inverse of score_to_x0)."""
@@ -282,6 +274,28 @@ class LinearProcess(ABC):
         if self.k == 1:
             return score
         return self.x0_to_full_score(u, t, self.score_to_x0(u, t, score))
+
+    # ---------------------------------------------------------------- network outputs
+    #: what a network may predict (first: the default); subclasses add their own kinds
+    predictions: tuple[str, ...] = ("score",)
+
+    def check_prediction(self, prediction: str) -> str:
+        """``prediction`` if this process converts it, else a ValueError naming the valid ones."""
+        if prediction not in self.predictions:
+            raise ValueError(f"prediction {prediction!r} does not fit process {self.name!r}; "
+                             f"valid predictions: {', '.join(self.predictions)}")
+        return prediction
+
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """The noise-block score at ``(u, t)`` meant by a network output ``out`` of kind
+        ``prediction`` (the one conversion of network outputs every score model shares)."""
+        self.check_prediction(prediction)
+        return out
+
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """Inverse of :meth:`prediction_to_score` (samplers read ``eps_hat`` this way)."""
+        self.check_prediction(prediction)
+        return score
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -357,52 +371,49 @@ class ScalarProcess(LinearProcess):
     def marginal_chol(self, t: float | Tensor) -> Tensor:
         return self.sigma(as_time(t))[..., None, None]
 
-    # ---- fast paths for k = 1 (no matrices)
-    def _coef(self, fn: Callable[[Tensor], Tensor], t: Tensor, like: Tensor) -> Tensor:
+    # ---- fast paths for k = 1 (no matrices); coefficients combined in float64, then cast
+    def _alpha_sigma(self, t: float | Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         t = self._time_batch(t, like.shape[0], like.device)
-        return fn(t).to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
+        return self.alpha(t), self.sigma(t)
 
     def perturb(
         self, x0: Tensor, t: float | Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         noise = randn_like(x0, generator)
-        return self._coef(self.alpha, t, x0) * x0 + self._coef(self.sigma, t, x0) * noise, noise
+        a, s = self._alpha_sigma(t, x0)
+        return per_sample(a, x0) * x0 + per_sample(s, x0) * noise, noise
 
     def score_to_x0(self, u: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        a, s = self._coef(self.alpha, t, u), self._coef(self.sigma, t, u)
-        return (u + s**2 * score) / a
+        a, s = self._alpha_sigma(t, u)
+        return (u + per_sample(s**2, u) * score) / per_sample(a, u)
 
     def x0_to_full_score(self, u: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        a, s = self._coef(self.alpha, t, u), self._coef(self.sigma, t, u)
-        return -(u - a * x0) / s**2
+        a, s = self._alpha_sigma(t, u)
+        return -(u - per_sample(a, u) * x0) / per_sample(s**2, u)
 
-    def x0_to_score(self, u: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        return self.x0_to_full_score(u, t, x0)
+    predictions = ("eps", "x0", "v", "score")
 
-    def eps_to_score(self, u: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """``s = -eps / sigma_t``."""
-        return -eps / self._coef(self.sigma, t, u)
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """``eps``: ``s = -eps/sigma``; ``x0``: Tweedie inverted; ``v = alpha eps - sigma x0``
+        (Salimans & Ho 2022; with ``u = alpha x0 + sigma eps``, ``eps = (sigma u + alpha v) /
+        (alpha^2 + sigma^2)`` for any scalar kernel): ``s = -(u + (alpha/sigma) v) / (alpha^2 +
+        sigma^2)``; ``score`` as is."""
+        if self.check_prediction(prediction) in ("score", "x0"):
+            return out if prediction == "score" else self.x0_to_score(u, t, out)
+        a, s = self._alpha_sigma(t, u)
+        if prediction == "eps":
+            return -out / per_sample(s, out)
+        return -(u + per_sample(a / s, out) * out) / per_sample(a**2 + s**2, out)
 
-    def score_to_eps(self, u: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """``eps = -sigma_t s``."""
-        return -score * self._coef(self.sigma, t, u)
-
-    def v_to_score(self, u: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        """v-prediction ``v = alpha eps - sigma x0`` to score (Salimans & Ho 2022).
-
-        With ``u = alpha x0 + sigma eps``: ``eps = sigma u + alpha v`` when ``alpha^2 + sigma^2
-        = 1``; in general ``eps = (sigma u + alpha v) / (alpha^2 + sigma^2)``.
-        """
-        a, s = self._coef(self.alpha, t, u), self._coef(self.sigma, t, u)
-        eps = (s * u + a * v) / (a**2 + s**2)
-        return -eps / s
-
-    def score_to_v(self, u: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Inverse of :meth:`v_to_score`."""
-        a, s = self._coef(self.alpha, t, u), self._coef(self.sigma, t, u)
-        eps = -s * score
-        x0 = (u - s * eps) / a
-        return a * eps - s * x0
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """Inverse of :meth:`prediction_to_score`: ``eps = -sigma s``, ``x0`` by Tweedie,
+        ``v = -(sigma/alpha) (u + (alpha^2 + sigma^2) s)``."""
+        if self.check_prediction(prediction) in ("score", "x0"):
+            return score if prediction == "score" else self.score_to_x0(u, t, score)
+        a, s = self._alpha_sigma(t, u)
+        if prediction == "eps":
+            return -per_sample(s, score) * score
+        return -per_sample(s / a, score) * (u + per_sample(a**2 + s**2, score) * score)
 
     def config(self) -> dict:
         return {}
@@ -413,30 +424,3 @@ def _row_as_matrix(row: Tensor, k: int) -> Tensor:
     m = torch.zeros(*row.shape[:-1], k, k, dtype=row.dtype, device=row.device)
     m[..., 0, :] = row
     return m
-
-
-def chol_factor(cov: Tensor) -> Tensor:
-    """Lower Cholesky factor of ``k x k`` covariances in float64 (closed form for k <= 2).
-
-    Tolerates singular (PSD) 1x1 and 2x2 matrices: a zero variance gives a zero row.
-    """
-    k = cov.shape[-1]
-    if k == 1:
-        return torch.sqrt(cov.clamp_min(0.0))
-    if k == 2:
-        l11 = torch.sqrt(cov[..., 0, 0].clamp_min(0.0))
-        safe = torch.where(l11 > 0, l11, torch.ones_like(l11))
-        l21 = torch.where(l11 > 0, cov[..., 1, 0] / safe, torch.zeros_like(l11))
-        l22 = torch.sqrt((cov[..., 1, 1] - l21**2).clamp_min(0.0))
-        zero = torch.zeros_like(l11)
-        return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], dim=-2)
-    return torch.linalg.cholesky(cov)
-
-
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise like ``x``, from ``generator`` when given (device-aware)."""
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(
-        x.device
-    )

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import LinearProcess, as_time, bmat
+from .base import LinearProcess, bmat
+from .tensors import as_time, per_sample
 
 
 def _exp_rem3(x: Tensor) -> Tensor:
@@ -120,6 +121,30 @@ class CLD(LinearProcess):
         """``l_t = 1 / L22``: the HSM target is ``grad_v log p(u_t | x0) = -l_t eps_v``."""
         chol = self.marginal_chol(t)
         return 1.0 / chol[..., 1, 1]
+
+    # ------------------------------------------------------------------ network outputs
+    predictions = ("mixed", "score")
+
+    def _mixed_coefs(self, t: float | Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(l_t, Sigma_vv(t))`` per sample (float64) of the HSM kernel."""
+        t = self._time_batch(t, like.shape[0], like.device)
+        return self.hsm_ell(t), self.marginal_cov(t)[..., 1, 1]
+
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """``mixed`` (REFERENCE.md §2.2): ``s = -v / Sigma_vv(t) - l_t out``, the analytic part
+        exact at ``t = 0`` and ``t = T``; ``score``: ``s = -l_t out`` (no analytic part)."""
+        mixed = self.check_prediction(prediction) == "mixed"
+        ell, svv = self._mixed_coefs(t, u)
+        s = -per_sample(ell, out) * out
+        return s - self.noise_part(u) / per_sample(svv, out) if mixed else s
+
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        """Inverse of :meth:`prediction_to_score`: ``out = -(s + v / Sigma_vv) / l_t``."""
+        mixed = self.check_prediction(prediction) == "mixed"
+        ell, svv = self._mixed_coefs(t, u)
+        if mixed:
+            score = score + self.noise_part(u) / per_sample(svv, score)
+        return -score / per_sample(ell, score)
 
     # ------------------------------------------------------------------ SSCS half-step
     def sscs_a_step(self, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import ScalarProcess, as_time
+from .base import ScalarProcess
+from .tensors import as_time
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -60,11 +60,6 @@ def call_score(score: CountingScore, u: Tensor, t: float, step: int,
         raise FloatingPointError(f"at {what} {step} (t = {t:.6g}): {err}") from err
 
 
-def per_sample(value: Tensor, like: Tensor) -> Tensor:
-    """Reshape a ``(B,)`` tensor to broadcast against ``like`` (B, ...)."""
-    return value.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
 def sym_sqrt(cov: Tensor) -> Tensor:
     """A square root ``R`` with ``R R^T = cov`` of a PSD ``k x k`` float64 matrix (eigh-based)."""
     vals, vecs = torch.linalg.eigh(cov)

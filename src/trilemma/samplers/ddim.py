@@ -1,6 +1,7 @@
 """DDIM (Song, Meng, Ermon 2021) in the general ``alpha/sigma`` form (REFERENCE.md §3).
 
-Step ``t -> s < t`` with ``x0_hat`` (Tweedie) and ``eps_hat = (u - alpha_t x0_hat)/sigma_t``::
+Step ``t -> s < t`` with ``x0_hat`` (Tweedie) and ``eps_hat = -sigma_t s_theta``, both read off
+the score by the process (``score_to_x0``, ``score_to_prediction``)::
 
     u_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
     c = eta (sigma_s / sigma_t) sqrt(sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2).
@@ -59,8 +60,8 @@ def sample_ddim(
         a_t, a_s = float(alpha[i]), float(alpha[i + 1])
         sg_t, sg_s = float(sigma[i]), float(sigma[i + 1])
         sc = call_score(score, u, t, i)
-        eps_hat = -sg_t * sc
-        x0_hat = (u - sg_t * eps_hat) / a_t
+        x0_hat = proc.score_to_x0(u, t, sc)
+        eps_hat = proc.score_to_prediction("eps", sc, u, t)
         add_noise = eta > 0 and (denoise or i < n - 1)
         c = 0.0
         if eta > 0:

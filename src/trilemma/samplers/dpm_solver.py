@@ -64,7 +64,7 @@ def sample_dpm_solver(
     score, grid = prepare(score_fn, process, u_T, grid)
     alpha = proc.alpha(grid)
     sigma = proc.sigma(grid)
-    lam = torch.log(alpha) - torch.log(sigma)
+    lam = proc.log_snr(grid)
     orders = step_orders(grid.numel() - 1, order, lower_order_final)
     u = u_T
     traj = [u] if trajectory else None
@@ -73,7 +73,7 @@ def sample_dpm_solver(
     for i in steps(n, progress, f"DPM-Solver++({order}M)"):
         t, s = float(grid[i]), float(grid[i + 1])
         sc = call_score(score, u, t, i)
-        x0 = (u + float(sigma[i]) ** 2 * sc) / float(alpha[i])
+        x0 = proc.score_to_x0(u, t, sc)
         hist.insert(0, x0)
         del hist[3:]
         h = float(lam[i + 1] - lam[i])

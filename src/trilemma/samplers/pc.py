@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, randn_like
+from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, per_sample, randn_like
 from ._common import (
     call_score,
     check_choice,
     check_nonneg_int,
     check_positive,
     finish,
-    per_sample,
     prepare,
     steps,
     sym_sqrt,
