@@ -4,8 +4,8 @@
 values) and what ``trilemma sample`` samples (``sample(n, sampler, nfe)``: decoded data). The
 math lives in :mod:`trilemma.objectives.lsgm`; this module wires the parts together:
 
-- **Prior** (:class:`LatentPrior`): the noise-block score of the latent SDE, with LSGM's mixed
-  score ``s = (1 - a) s_N + a s_net``, ``a = sigmoid(logit)`` per latent channel (logit
+- **Prior** (:class:`LatentPrior`): the noise-block score of the latent SDE, with LSGM's
+  Normal-mixed score ``s = (1 - a) s_N + a s_net``, ``a = sigmoid(logit)`` per latent channel (logit
   ``-6`` at start). ``s_N`` is the exact score of the diffused ``N(0, I)`` latent
   (:func:`~trilemma.objectives.lsgm.normal_score`), so ``a = 0`` is exactly the Normal prior.
   For VP this is LSGM's ``eps = sigma (1 - a) z_t + a eps'``; for CLD ``s_net`` is the CLD
@@ -18,15 +18,13 @@ math lives in :mod:`trilemma.objectives.lsgm`; this module wires the parts toget
   gets ``ll``, ``un`` or ``re``, on its own t-samples (default) or on the encoder's samples
   reweighted by ``w_prior / r_ll`` (``shared_t=True``: one network pass).
 
-What :meth:`LSGM.loss` returns: per-sample values equal to the NELBO (nats; the bound with
-coefficient 1, what ``log.csv`` shows) whose *gradient* is the training objective's
-(annealed coefficient on entropy + cross entropy; prior parameters trained by the prior
-weighting only, encoder by ``ll`` only). The parts are in :attr:`LSGM.last_parts`.
+:meth:`LSGM.loss` returns per-sample NELBO values (nats, coefficient 1, what ``log.csv``
+shows) whose *gradient* is the training objective's (annealed coefficient on entropy + cross
+entropy; prior trained by the prior weighting, encoder by ``ll``); parts in ``last_parts``.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping
@@ -47,123 +45,23 @@ from ..objectives.lsgm import (
     eps_residual,
     gaussian_entropy,
     normal_cross_entropy,
-    normal_score,
     weight,
 )
 from ..processes.base import LinearProcess, ScoreFn
-from ..processes.cld import CLD
 from ..runs import locate_run
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from ..train.checkpoint import load_weights
 from .base import Method, auto_divergence
+from .lsgm_prior import PREDICTION_ALIASES, PREDICTIONS, LatentPrior, scale_grad  # noqa: F401
+from .parts_log import PartsLog
 
 STAGES = ("vae", "joint", "prior")
-PREDICTIONS = ("mixed", "plain")
 DECODE_MODES = ("sample", "mean")
 PARTS = ("nelbo", "recon", "neg_entropy", "ce", "kl", "prior_loss", "kl_coef", "alpha_mean")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the incoming gradient by a per-sample scale."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: Tensor) -> Tensor:  # noqa: D102
-        ctx.save_for_backward(scale)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
-        (scale,) = ctx.saved_tensors
-        return grad * scale.reshape((-1,) + (1,) * (grad.dim() - 1)).to(grad.dtype), None
-
-
-def scale_grad(x: Tensor, scale: Tensor) -> Tensor:
-    """``x`` unchanged, its gradient scaled per sample by ``scale`` (shape ``(B,)``)."""
-    return _ScaleGrad.apply(x, scale.detach())
-
-
-# ------------------------------------------------------------------------------- the prior
-class LatentPrior(nn.Module):
-    """Score model of the latent SDE with LSGM's Normal-mixture (geometric-mixture) option.
-
-    Args:
-        process: the latent SDE (VP family or CLD).
-        net: ``net(u, t) -> latent-shaped`` (for CLD it sees ``(z, v)``: ``2 C`` channels).
-        latent_shape: shape of one latent ``(D,)`` or ``(C, H, W)``.
-        prediction: ``normal_mix`` (Normal + network, mixing weight per channel; ``mixed`` is
-            its old name and still accepted) or ``plain`` (the network's score alone).
-        logit_init: initial mixing logit (``-6``: ``a = 0.0025``).
-        mixing_lr_scale: the logit is stored divided by this factor, which multiplies its
-            effective Adam learning rate (Adam moves a parameter by about ``lr`` per step, so
-            from -6 the mixing weight needs ~``6 / lr`` steps to reach 1/2; short runs raise it).
-    """
-
-    #: the options, and the old names they accept
-    OPTIONS = ("normal_mix", "plain")
-    ALIASES = {"mixed": "normal_mix"}
-
-    def __init__(
-        self,
-        process: LinearProcess,
-        net: nn.Module,
-        latent_shape: tuple[int, ...],
-        prediction: str = "normal_mix",
-        logit_init: float = -6.0,
-        mixing_lr_scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        check_latent_process(process)
-        prediction = self.ALIASES.get(prediction, prediction)
-        if prediction not in self.OPTIONS:
-            raise ValueError(f"prediction must be one of {list(self.OPTIONS)} (or the old name "
-                             f"'mixed'), got {prediction!r}")
-        if not (isinstance(logit_init, (int, float)) and math.isfinite(logit_init)):
-            raise ValueError(f"logit_init must be a finite number, got {logit_init!r}")
-        if not (isinstance(mixing_lr_scale, (int, float)) and math.isfinite(mixing_lr_scale)
-                and mixing_lr_scale > 0):
-            raise ValueError(f"mixing_lr_scale must be a positive number, got {mixing_lr_scale!r}")
-        self.process = process
-        self.net = net
-        self.latent_shape = tuple(int(s) for s in latent_shape)
-        self.prediction = prediction
-        # what the network predicts: eps for the VP family, CLD's mixed score for CLD
-        self.net_prediction = "mixed" if isinstance(process, CLD) else "eps"
-        self.mixing_lr_scale = float(mixing_lr_scale)
-        if prediction == "normal_mix":
-            init = float(logit_init) / self.mixing_lr_scale
-            self.mixing_logit = nn.Parameter(torch.full((self.latent_shape[0],), init))
-        else:
-            self.register_parameter("mixing_logit", None)
-
-    def mixing(self) -> Tensor | None:
-        """``a = sigmoid(logit)`` per latent channel (None for ``plain``)."""
-        if self.mixing_logit is None:
-            return None
-        return torch.sigmoid(self.mixing_lr_scale * self.mixing_logit)
-
-    def _mixing_view(self, like: Tensor) -> Tensor:
-        a = self.mixing().to(like.dtype)
-        return a.reshape((1, -1) + (1,) * (like.dim() - 2))
-
-    def net_score(self, u: Tensor, t: Tensor) -> Tensor:
-        """The network's score ``s_net`` by the process's conversion: ``-eps'/sigma`` (VP),
-        ``-v/Sigma_vv - l eps'`` (CLD); the network sees ``u`` unscaled."""
-        return self.process.prediction_to_score(self.net_prediction, self.net(u, t), u, t)
-
-    def forward(self, u: Tensor, t: Tensor) -> Tensor:
-        """Noise-block score at states ``u``, times ``t`` (shape ``(B,)``)."""
-        if not isinstance(t, Tensor) or t.dim() == 0:
-            t = torch.full((u.shape[0],), float(t), device=u.device, dtype=u.dtype)
-        s_net = self.net_score(u, t)
-        if self.mixing_logit is None:
-            return s_net
-        a = self._mixing_view(s_net)
-        return (1.0 - a) * normal_score(self.process, u, t) + a * s_net
-
-
-# ------------------------------------------------------------------------------- LSGM
 class LSGM(Method):
     """A VAE with a score-based latent prior (LSGM, method ``lsgm``), for the trainer and the
     samplers.
@@ -173,7 +71,8 @@ class LSGM(Method):
         vae: a :class:`~trilemma.nets.vae.VAE` (encoder + decoder).
         net: the prior's network, sized for the latent (for CLD: ``2 C`` in, ``C`` out).
         stage: ``vae`` (Normal prior), ``joint`` (end to end) or ``prior`` (VAE frozen).
-        prediction: ``mixed`` (LSGM's mixed score) or ``plain`` (network score only).
+        prediction: ``normal_mix`` (LSGM's mixed score: Normal + network; older name ``mixed``)
+            or ``plain`` (network score only).
         weighting: the prior's weighting ``ll``/``un``/``re`` (the encoder always uses ``ll``).
         t_sampling: ``importance`` (LSGM's samplers, see
             :class:`~trilemma.objectives.lsgm.LatentTimes`) or ``uniform``.
@@ -196,7 +95,7 @@ class LSGM(Method):
         vae: nn.Module,
         net: nn.Module,
         stage: str = "joint",
-        prediction: str = "mixed",
+        prediction: str = "normal_mix",
         weighting: str = "ll",
         t_sampling: str = "importance",
         shared_t: bool = False,
@@ -245,10 +144,7 @@ class LSGM(Method):
         self.times_ll = LatentTimes(process, "ll", t_sampling)
         self.times_prior = LatentTimes(process, weighting, t_sampling)
         self.last_parts: dict[str, float] = {}
-        self._parts_log: Path | None = None
-        self._parts_every = 0
-        self._acc: dict[str, float] = {}
-        self._acc_n = 0
+        self._parts_log: PartsLog | None = None
         frozen = {"vae": self.prior, "prior": self.vae}.get(stage)
         if frozen is not None:
             for p in frozen.parameters():
@@ -271,27 +167,12 @@ class LSGM(Method):
 
     def attach_parts_log(self, path: str | os.PathLike, every: int = 50) -> None:
         """Append the mean loss parts every ``every`` training calls to the CSV ``path``."""
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        self._parts_log = Path(path)
-        self._parts_every = every
-        if not self._parts_log.is_file():
-            self._parts_log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self._parts_log, "w", newline="") as f:
-                csv.writer(f).writerow(("calls",) + PARTS)
+        self._parts_log = PartsLog(path, PARTS, every)
 
     def _record(self, parts: dict[str, float]) -> None:
         self.last_parts = parts
-        if self._parts_log is None:
-            return
-        for k, v in parts.items():
-            self._acc[k] = self._acc.get(k, 0.0) + v
-        self._acc_n += 1
-        if int(self.calls) % self._parts_every == 0:
-            row = [int(self.calls)] + [f"{self._acc.get(k, 0.0) / self._acc_n:.8g}" for k in PARTS]
-            with open(self._parts_log, "a", newline="") as f:
-                csv.writer(f).writerow(row)
-            self._acc, self._acc_n = {}, 0
+        if self._parts_log is not None:
+            self._parts_log.record(int(self.calls), parts)
 
     # ------------------------------------------------------------------ the objective
     def _frozen_prior(self, u: Tensor, t: Tensor) -> Tensor:
@@ -450,16 +331,9 @@ class LSGM(Method):
                             times=res.times, info=info)
 
     # ------------------------------------------------------------------ likelihood
-    def nll(
-        self,
-        x: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        n_latents: int = 1,
-        t_min: float | None = None,
-        levels: int | None = None,
-        **ode: Any,
-    ) -> dict[str, Any]:
+    def nll(self, x: Tensor, *, generator: torch.Generator | None = None, n_latents: int = 1,
+            t_min: float | None = None, levels: int | None = None, **ode: Any
+            ) -> dict[str, Any]:
         """NELBO (an upper bound on ``-log p(x)``, nats per sample) with the prior's exact
         probability-flow log-density (:func:`trilemma.likelihood.log_likelihood`; a bound for
         CLD) at ``z0 ~ q(z0|x)``, averaged over ``n_latents`` draws.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...methods.lsgm import DECODE_MODES, LSGM, PREDICTIONS, STAGES
+from ...methods.lsgm import DECODE_MODES, LSGM, PREDICTION_ALIASES, PREDICTIONS, STAGES
 from ...nets import NETS, build_net
 from ...nets.vae import DECODERS, VAES, build_vae, latent_shape_of
 from ...objectives.lsgm import PRIOR_WEIGHTINGS, T_SAMPLINGS
@@ -27,7 +27,7 @@ _ARGS = ("stage", "prediction", "weighting", "t_sampling", "shared_t", "logit_in
 
 def _fields() -> dict[str, Field]:
     fields = fields_from_signature(LSGM, exclude=("process", "vae", "net"))
-    checks = {"stage": one_of(*STAGES), "prediction": one_of(*PREDICTIONS),
+    checks = {"stage": one_of(*STAGES), "prediction": one_of(*PREDICTIONS, *PREDICTION_ALIASES),
               "weighting": one_of(*PRIOR_WEIGHTINGS), "t_sampling": one_of(*T_SAMPLINGS),
               "decode": one_of(*DECODE_MODES),
               "mixing_lr_scale": lambda v: None if v > 0 else "a positive number",
