@@ -16,6 +16,7 @@ Churn adds no score calls.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -54,6 +55,42 @@ def _churn_time(proc: ScalarProcess, t: float, sig: float, gamma: float,
     return (t_hat, sig_hat) if sig_hat > sig else None
 
 
+def _slope(score: ScoreFn, x: Tensor, t: float, a: float, s: float, i: int) -> Tensor:
+    """``(x - D(x; s)) / s`` at time ``t`` (``alpha_t = a``, ``s = sigma_t / a``); step ``i``."""
+    sc = call_score(score, a * x, t, i)
+    # x - D = (u - alpha x0_hat) / alpha = -sigma_t^2 s / alpha;  / sigma~ = -sigma_t s
+    return (-s * a) * sc
+
+
+@dataclass
+class _Churn:
+    """EDM's churn before a step: the raised level and the fresh noise (see module doc)."""
+
+    proc: ScalarProcess
+    grid: Tensor
+    sig: Tensor
+    gamma: float
+    s_tmin: float
+    s_tmax: float
+    s_noise: float
+    generator: torch.Generator | None
+
+    def __call__(self, x: Tensor, i: int) -> tuple[Tensor, float, float, float] | None:
+        """Churned ``(x_hat, t_hat, alpha_hat, sigma_hat)`` before step ``i``, or None."""
+        s_i = float(self.sig[i])
+        if self.gamma <= 0.0 or not self.s_tmin <= s_i <= self.s_tmax:
+            return None
+        sig_top = math.exp(-float(self.proc.log_snr(self.proc.T)))
+        hat = _churn_time(self.proc, float(self.grid[i]), s_i, self.gamma, sig_top)
+        if hat is None:
+            return None
+        t_hat, s_hat = hat
+        std = math.sqrt(max(s_hat * s_hat - s_i * s_i, 0.0)) * self.s_noise
+        x_hat = x + std * randn_like(x, self.generator)
+        a_hat = float(self.proc.alpha(torch.tensor([t_hat], dtype=torch.float64)))
+        return x_hat, t_hat, a_hat, s_hat
+
+
 def sample_edm_heun(
     score_fn: ScoreFn,
     process: LinearProcess,
@@ -85,27 +122,7 @@ def sample_edm_heun(
     alpha = proc.alpha(grid)
     sig = torch.exp(-proc.log_snr(grid))  # sigma_t / alpha_t, float64
     gamma = min(s_churn / grid.numel(), _GAMMA_MAX)
-    sig_top = math.exp(-float(proc.log_snr(proc.T)))
-
-    def slope(x: Tensor, t: float, a: float, s: float, i: int) -> Tensor:
-        """``(x - D(x; s)) / s`` at time ``t`` (``alpha_t = a``, ``s = sigma_t / a``); step i."""
-        u = a * x
-        sc = call_score(score, u, t, i)
-        # x - D = (u - alpha x0_hat) / alpha = -sigma_t^2 s / alpha;  / sigma~ = -sigma_t s
-        return (-s * a) * sc
-
-    def churn(x: Tensor, i: int) -> tuple[Tensor, float, float, float] | None:
-        """Churned ``(x_hat, t_hat, alpha_hat, sigma_hat)`` before step ``i``, or None."""
-        s_i = float(sig[i])
-        if gamma <= 0.0 or not s_tmin <= s_i <= s_tmax:
-            return None
-        hat = _churn_time(proc, float(grid[i]), s_i, gamma, sig_top)
-        if hat is None:
-            return None
-        t_hat, s_hat = hat
-        std = math.sqrt(max(s_hat * s_hat - s_i * s_i, 0.0)) * s_noise
-        x_hat = x + std * randn_like(x, generator)
-        return x_hat, t_hat, float(proc.alpha(torch.tensor([t_hat], dtype=torch.float64))), s_hat
+    churn = _Churn(proc, grid, sig, gamma, s_tmin, s_tmax, s_noise, generator)
 
     x = u_T / float(alpha[0])
     traj = [u_T] if trajectory else None
@@ -118,9 +135,9 @@ def sample_edm_heun(
         else:
             x_hat, t_hat, a_hat, s_hat = hat
             h = float(sig[i + 1]) - s_hat
-        d1 = slope(x_hat, t_hat, a_hat, s_hat, i)
+        d1 = _slope(score, x_hat, t_hat, a_hat, s_hat, i)
         x_euler = x_hat + h * d1
-        d2 = slope(x_euler, float(grid[i + 1]), float(alpha[i + 1]), float(sig[i + 1]), i)
+        d2 = _slope(score, x_euler, float(grid[i + 1]), float(alpha[i + 1]), float(sig[i + 1]), i)
         x = x_hat + (0.5 * h) * (d1 + d2)
         check_finite(x, i, float(grid[i + 1]))
         if traj is not None:
