@@ -23,7 +23,8 @@ from .tsampling import ImportanceTimes, uniform_times
 
 DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is")
 
-ScoreModel = Callable[..., Tensor]
+#: a parametrised score network ``model(u, t[, labels]) -> score`` (what the losses train)
+ScoreNet = Callable[..., Tensor]
 
 
 def likelihood_importance(process: ScalarProcess) -> ImportanceTimes:
@@ -34,7 +35,7 @@ def likelihood_importance(process: ScalarProcess) -> ImportanceTimes:
 
 
 def dsm_loss(
-    model: ScoreModel,
+    model: ScoreNet,
     process: ScalarProcess,
     x0: Tensor,
     *,
