@@ -77,7 +77,7 @@ def _imports() -> dict[str, list[tuple[str, bool, int]]]:
             for child in ast.iter_child_nodes(node):
                 inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    edges.extend((m, local, child.lineno)
+                    edges.extend((m, local, child.lineno)  # noqa: B023
                                  for m in _resolve(name, path, child))  # noqa: B023
                 visit(child, inner)
 
