@@ -135,7 +135,6 @@ class DigitsClassifier(nn.Module):
         return f, self.head(self.drop(f))
 
 
-
 # ------------------------------------------------------------------------------- training
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
     """Shift each image by up to ``max_shift`` pixels per axis, filling with -1 (background)."""
