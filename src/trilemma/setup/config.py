@@ -267,10 +267,18 @@ def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]
 
 
 def resolve_device(device: str) -> str:
-    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; a missing CUDA is an error."""
+    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; a device trilemma does not
+    run on, a missing CUDA or a GPU index past the last are errors."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError([f"device: expected one of: cpu, cuda, cuda:N, auto; got "
+                           f"{show(device)}"])
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError([f"device: {device!r} was asked for but CUDA is not available; "
                            "use --device cpu or auto"])
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError([f"device: {device!r} was asked for but there are "
+                           f"{torch.cuda.device_count()} GPU(s); use cuda:0 to "
+                           f"cuda:{torch.cuda.device_count() - 1}"])
     return device
