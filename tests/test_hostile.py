@@ -269,4 +269,4 @@ def test_decompression_bomb_image_is_named(tmp_path, capsys):
                             "num_res_blocks": 1}}
     code, _, err = run_cli(capsys, "train", write_config(tmp_path / "c.yaml", cfg),
                            "--out", tmp_path / "run")
-    one_line_error(code, err, "b.png", "15000")
+    one_line_error(code, err, "b.png", "225000000 pixels")

@@ -171,14 +171,14 @@ def test_nan_weights_are_named_at_load(toy_run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "step_000004"
     poison(ckpt / "ema.safetensors")
     code, _, err = run_cli(capsys, "sample", run, "--out", tmp_path / "s.npz")
-    one_line_error(code, err, "ema.safetensors", "not finite")
+    one_line_error(code, err, "ema.safetensors", "non-finite")
     poison(ckpt / "model.safetensors")
     before = snapshot(run)
     code, _, err = resume(capsys, toy_run[0], run)
-    one_line_error(code, err, "model.safetensors", "not finite")
+    one_line_error(code, err, "model.safetensors", "non-finite")
     assert snapshot(run) == before
     code, out, err = run_cli(capsys, "info", run)  # info still describes it
-    assert code == 0 and "not finite" in out + err
+    assert code == 0 and "non-finite" in out + err
 
 
 class Poisoned(torch.nn.Module):
