@@ -184,8 +184,10 @@ def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
         with warnings.catch_warnings(record=True) as caught:  # shown as notes, below
             warnings.simplefilter("always")
             trainer.open(resume)  # checks and restores the checkpoint before anything is written
-    except (ValueError, CheckpointError) as err:
+    except ValueError as err:
         raise RunError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
+    except CheckpointError as err:  # names its file already
+        raise RunError(str(err).replace("TrainConfig.", "train.")) from None
     for w in caught if dist.is_main else ():
         print(f"trilemma: note: {w.message}", file=sys.stderr)
     if not dist.is_main:  # other ranks train in lock-step; rank 0 writes every file

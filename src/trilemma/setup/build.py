@@ -118,8 +118,9 @@ class _MemoryBudget(TorchFunctionMode):
         if func in _SIZED or func in _LIKE:
             self.total += _requested_bytes(func, args, kwargs)
             if self.total > self.limit:
-                raise ConfigError([f"model: its parameters pass {_gb(self.total)} while it is "
-                                   f"built, too many: {self.what}; make the net smaller"])
+                raise ConfigError([f"model: too large for this machine: its parameters "
+                                   f"reach {_gb(self.total)} while it is built, and "
+                                   f"{self.what}; make the net smaller"])
         return func(*args, **kwargs)
 
 
@@ -145,7 +146,7 @@ def available_memory(device: str | torch.device) -> int | None:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:,.3g} GB" if n < 1e12 else f"{n / 1e12:,.4g} TB"
+    return f"{n / 1e9:.3g} GB" if n < 1e12 else f"{n / 1e12:,.0f} TB"
 
 
 def memory_budget(device: str | torch.device = "cpu", training: bool = False
@@ -163,13 +164,15 @@ def memory_budget(device: str | torch.device = "cpu", training: bool = False
     if cpu_free is not None:
         cpu_copies = copies if dev.type == "cpu" else 1
         limits.append(cpu_free / cpu_copies)
-        parts.append(f"{cpu_copies} copies need more than the {_gb(cpu_free)} of memory free "
-                     "on cpu" if cpu_copies > 1 else f"more than the {_gb(cpu_free)} free on cpu")
+        parts.append(f"{cpu_copies} copies of them need more than the {_gb(cpu_free)} of "
+                     "memory free on cpu" if cpu_copies > 1
+                     else f"they need more than the {_gb(cpu_free)} of memory free on cpu")
     if dev.type != "cpu":
         dev_free = available_memory(dev)
         if dev_free is not None:
             limits.append(dev_free / copies)
-            parts.append(f"{copies} copies need more than the {_gb(dev_free)} free on {dev}")
+            parts.append(f"{copies} copies of them need more than the {_gb(dev_free)} of "
+                         f"memory free on {dev}")
     if not limits:
         return contextlib.nullcontext()
     return _MemoryBudget(min(limits), " or ".join(parts))

@@ -303,7 +303,7 @@ def load_checkpoint(
         if "scheduler" not in info:
             raise CheckpointError(f"{state_file}: field 'scheduler' is missing")
         check_scheduler(info["scheduler"], scheduler.state_dict(),
-                        len(scheduler.optimizer.param_groups), info["step"], state_file)
+                        len(scheduler.optimizer.param_groups), state_file)
     num = (ema_meta or {}).get("num_updates", info.get("ema", {}).get("num_updates"))
     num = _count(num, ckpt / "ema.safetensors") if ema is not None else None
 

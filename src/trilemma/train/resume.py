@@ -94,6 +94,11 @@ class Checkpointing:
         self.skipped_steps = int(info.get("skipped_steps", 0))
         self.bad_streak = int(info.get("bad_steps", 0))
         self.last_checkpoint = ckpt
+        if self.scheduler.last_epoch != self.step:  # one scheduler step per optimizer step
+            raise CheckpointError(
+                f"{ckpt / 'state.json'}: field 'scheduler.last_epoch' must be the step, "
+                f"{self.step}, got {self.scheduler.last_epoch}"
+            )
         if self.step > self.config.steps:
             raise CheckpointError(
                 f"{ckpt} is at step {self.step}, past TrainConfig.steps = {self.config.steps}; "

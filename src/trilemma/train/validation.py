@@ -18,8 +18,10 @@ from torch import Tensor
 
 from .storage import CheckpointError
 
-#: scheduler keys the trainer needs; others of the scheduler's own state_dict() are optional
+#: scheduler keys needed where the scheduler has them (others of its state_dict() optional)
 _SCHEDULER_KEYS = ("base_lrs", "last_epoch", "lr_lambdas")
+#: the largest step or micro-batch count believed (seeds derived from them must fit 64 bits)
+_MAX_COUNT = 2**53
 #: optimizer group keys that must be there (flags may be missing: torch fills in defaults)
 _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay")
 
@@ -57,15 +59,15 @@ def check_state(info: Any, file: Path, folder_step: int | None,
     if "step" not in info:
         raise CheckpointError(f"{file}: field 'step' is missing")
     step = info["step"]
-    if not _is_int(step) or step < 0:
-        _fail(file, "step", "an integer >= 0", step)
+    if not _is_int(step) or not 0 <= step <= _MAX_COUNT:
+        _fail(file, "step", f"an integer in [0, {_MAX_COUNT}]", step)
     if folder_step is not None and step != folder_step:
         _fail(file, "step", f"{folder_step}, the step of its folder", step)
     fv = info.get("format_version", format_version)
     if not _is_int(fv) or not 1 <= fv <= format_version:
         _fail(file, "format_version", f"an integer in [1, {format_version}]", fv)
-    _int_field(info, "micro_batches", file, 0)
-    _int_field(info, "epoch", file, 0)
+    _int_field(info, "micro_batches", file, step, _MAX_COUNT)  # each step reads >= 1
+    _int_field(info, "epoch", file, 0, _MAX_COUNT)
     _int_field(info, "world_size", file, 1)
     _int_field(info, "skipped_steps", file, 0, step)
     _int_field(info, "bad_steps", file, 0, step)
@@ -81,25 +83,26 @@ def check_state(info: Any, file: Path, folder_step: int | None,
         _fail(file, "ema.num_updates", f"an integer in [0, step = {step}]", ema["num_updates"])
 
 
-def check_scheduler(saved: Any, expected: Mapping[str, Any], n_groups: int, step: int,
+def check_scheduler(saved: Any, expected: Mapping[str, Any], n_groups: int,
                     file: Path) -> None:
     """A scheduler state that fits the scheduler (``expected`` is its own ``state_dict()``):
     known keys only (loading copies each onto the scheduler), one base rate per group."""
     if not isinstance(saved, dict):
         _fail(file, "scheduler", "a JSON object", saved)
-    missing = [k for k in _SCHEDULER_KEYS if k not in saved]
+    missing = [k for k in _SCHEDULER_KEYS if k in expected and k not in saved]
     if missing:
         raise CheckpointError(f"{file}: field 'scheduler' lacks {missing}")
     unknown = sorted(set(saved) - set(expected) - {"verbose"})
     if unknown:
         raise CheckpointError(f"{file}: field 'scheduler' holds unknown key(s) {unknown}")
-    base = saved["base_lrs"]
+    base = saved.get("base_lrs", [1.0] * n_groups)
     if not isinstance(base, list) or len(base) != n_groups or not all(
             _is_num(b) and b > 0 for b in base):
         _fail(file, "scheduler.base_lrs", f"a list of {n_groups} positive number(s)", base)
-    if not _is_int(saved["last_epoch"]) or saved["last_epoch"] != step:
-        _fail(file, "scheduler.last_epoch", f"the step, {step}", saved["last_epoch"])
-    lambdas = saved["lr_lambdas"]
+    last_epoch = saved.get("last_epoch", 0)
+    if not _is_int(last_epoch) or not 0 <= last_epoch <= _MAX_COUNT:
+        _fail(file, "scheduler.last_epoch", "an integer >= 0", last_epoch)
+    lambdas = saved.get("lr_lambdas", [None] * n_groups)
     if not isinstance(lambdas, list) or len(lambdas) != n_groups or any(
             x is not None for x in lambdas):
         _fail(file, "scheduler.lr_lambdas", f"a list of {n_groups} null(s)", lambdas)
