@@ -11,3 +11,7 @@ class ConfigError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class RunError(ValueError):
+    """A run folder that cannot be trained as asked (message says why and what to do)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,19 @@ from typing import Any
 import torch
 
 from . import __version__
+from .errors import RunError
 from .methods.base import Method
 from .nets import count_parameters
 from .plots import save_samples
-from .runs import FINAL_WEIGHTS, RUN_CONFIG, read_json, write_final_weights, write_run_files
+from .runs import (
+    FINAL_WEIGHTS,
+    RUN_CONFIG,
+    blocking_file,
+    lock_run,
+    read_json,
+    write_final_weights,
+    write_run_files,
+)
 from .setup import (
     Config,
     build_dataset,
@@ -31,16 +41,16 @@ from .setup import (
     data_shape_of,
     get_setup,
     make_generator,
+    memory_budget,
 )
-from .train import Trainer, latest_checkpoint
+from .train import CheckpointError, Trainer, latest_checkpoint
 from .train.distributed import DistInfo
+
+__all__ = ["FIXED_ON_RESUME", "RunError", "TrainOutcome", "check_resume", "config_diff",
+           "describe_outcome", "sample_title", "train_run"]
 
 #: sections that must not change when a run is resumed
 FIXED_ON_RESUME = ("process", "model", "data", "seed")
-
-
-class RunError(ValueError):
-    """A run folder that cannot be trained as asked (message says why and what to do)."""
 
 
 @dataclass
@@ -64,22 +74,29 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def check_resume(out: Path, resolved: dict[str, Any], resume: bool) -> Path | None:
     """The latest checkpoint to resume from (None: start at step 0); refuses to overwrite a
-    run without ``resume`` and to resume one whose model, data or process changed."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} exists and is not a directory")
+    run without ``resume`` and to resume one whose model, data, process or seed changed."""
+    above = blocking_file(out)
+    if above is not None:
+        raise RunError(f"--out {out}: {above} is a file, not a folder")
     ckpt = latest_checkpoint(out) if out.is_dir() else None
     if ckpt is not None and not resume:
         raise RunError(f"{out} already holds checkpoints (latest {ckpt.name}); pass --resume to "
                        "continue, or choose another --out")
     if ckpt is not None and (out / RUN_CONFIG).is_file():
         saved = read_json(out / RUN_CONFIG)
+        if not isinstance(saved, dict):
+            raise RunError(f"{out / RUN_CONFIG}: expected a mapping of sections, got "
+                           f"{type(saved).__name__}")
         changed = [d for key in FIXED_ON_RESUME
                    for d in config_diff(saved.get(key), resolved.get(key), key)]
+        old_train, new_train = saved.get("train"), resolved.get("train") or {}
+        if isinstance(old_train, dict):
+            changed += config_diff(old_train.get("seed"), new_train.get("seed"), "train.seed")
         if changed:
             raise RunError(
                 f"--resume: the run in {out} was trained with another config; changed: "
-                + "; ".join(changed) + ". Only train.* and sample.* may change on resume; "
-                "start a new run with another --out")
+                + "; ".join(changed) + ". Only train.* (but train.seed) and sample.* may "
+                "change on resume; start a new run with another --out")
     return ckpt
 
 
@@ -120,19 +137,43 @@ def _prepare(model: Method, config: Config, out: Path, dist: DistInfo, resume: b
 
 def train_run(config: Config, out: str | Path, *, resume: bool = False, device: str = "cpu",
               dist: DistInfo | None = None, progress: bool = True) -> TrainOutcome:
-    """Train ``config`` into the run folder ``out`` (see the module docstring)."""
+    """Train ``config`` into the run folder ``out`` (see the module docstring); rank 0 holds
+    the run's lock (:func:`trilemma.runs.lock_run`) meanwhile, so a second writer is refused."""
     out = Path(out)
     dist = dist or DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device(device),
                             backend=None)
+    if not dist.is_main:
+        return _train(config, out, resume, device, dist, progress)
+    created = not out.exists()
+    lock = lock_run(out)
+    try:
+        if lock.stale is not None:
+            print(f"trilemma: note: removed a stale lock of {out}: pid {lock.stale.get('pid')} "
+                  f"on host {lock.stale.get('host')} (since {lock.stale.get('started')}) is "
+                  "gone", file=sys.stderr)
+        return _train(config, out, resume, device, dist, progress)
+    finally:
+        lock.release()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty folder
+
+
+def _last_checkpoint_note(out: Path) -> str:
+    last = latest_checkpoint(out) if out.is_dir() else None
+    return (f"the last checkpoint is kept: {last} (continue with --resume)" if last
+            else "no checkpoint was written")
+
+
+def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
+           progress: bool) -> TrainOutcome:
+    """:func:`train_run` once the run is locked (or on a rank other than 0)."""
     resolved = config.to_dict()
     ckpt = check_resume(out, resolved, resume)
-    if resume and ckpt is None and dist.is_main:
-        print(f"trilemma: note: {out} holds no checkpoint; starting from step 0",
-              file=sys.stderr)
     torch.manual_seed(config.seed)
     dataset = build_dataset(config)
     shape = data_shape_of(dataset)
-    model = build_model(config, shape)
+    with memory_budget(device, training=True):
+        model = build_model(config, shape)
     _prepare(model, config, out, dist, ckpt is not None)
     n_params = count_parameters(model)
     data = dataset.data if hasattr(dataset, "data") else dataset
@@ -140,13 +181,23 @@ def train_run(config: Config, out: str | Path, *, resume: bool = False, device: 
         trainer = Trainer(model, data, build_train_config(config), out, device=device,
                           sample_fn=_sample_fn(config, device, data), progress=progress,
                           metadata={"config": resolved, "data_shape": list(shape)})
+        with warnings.catch_warnings(record=True) as caught:  # shown as notes, below
+            warnings.simplefilter("always")
+            trainer.open(resume)  # checks and restores the checkpoint before anything is written
     except ValueError as err:
         raise RunError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
+    except CheckpointError as err:  # names its file already
+        raise RunError(str(err).replace("TrainConfig.", "train.")) from None
+    for w in caught if dist.is_main else ():
+        print(f"trilemma: note: {w.message}", file=sys.stderr)
     if not dist.is_main:  # other ranks train in lock-step; rank 0 writes every file
         return TrainOutcome(out, trainer.fit(resume=resume))
-    write_run_files(out, config_yaml=config.to_yaml(), config=resolved,
-                    info={"data_shape": list(shape), "num_params": n_params,
-                          "trilemma_version": __version__, "device": device})
+    try:
+        write_run_files(out, config_yaml=config.to_yaml(), config=resolved,
+                        info={"data_shape": list(shape), "num_params": n_params,
+                              "trilemma_version": __version__, "device": device})
+    except OSError as err:
+        raise RunError(f"cannot write the run folder {out} ({err})") from None
     if progress:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         what = config.model.get("method") or (config.model.get("net") or {}).get("name")
@@ -155,12 +206,15 @@ def train_run(config: Config, out: str | Path, *, resume: bool = False, device: 
               f"device {device}", file=sys.stderr)
     try:
         summary = trainer.fit(resume=resume)
+        meta = {"config": resolved, "data_shape": list(shape), "step": summary["step"],
+                "weights": "ema", "num_params": n_params, "trilemma_version": __version__}
+        with trainer.ema.swap_in(model):
+            write_final_weights(out, model, meta)
     except KeyboardInterrupt:
         return TrainOutcome(out, None, interrupted_at=trainer.step)
-    meta = {"config": resolved, "data_shape": list(shape), "step": summary["step"],
-            "weights": "ema", "num_params": n_params, "trilemma_version": __version__}
-    with trainer.ema.swap_in(model):
-        write_final_weights(out, model, meta)
+    except OSError as err:
+        raise RunError(f"cannot write to the run folder {out} ({err}); "
+                       + _last_checkpoint_note(out)) from None
     return TrainOutcome(out, summary)
 
 

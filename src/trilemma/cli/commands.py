@@ -30,7 +30,7 @@ from ..evaluate import (
 from ..metrics.features import save_classifier, train_classifier
 from ..plots import save_samples
 from ..report import markdown_table, write_report
-from ..runs import locate_run
+from ..runs import blocking_file, locate_run
 from ..setup import (
     Config,
     ConfigError,
@@ -44,6 +44,7 @@ from ..setup import (
 )
 from ..train import list_checkpoints
 from ..train.distributed import cleanup_distributed, init_distributed
+from ..train.validation import nonfinite
 from ..training import RunError, describe_outcome, sample_title, train_run
 from .parser import PROG
 
@@ -72,9 +73,11 @@ def _device(name: str) -> str:
 
 
 def _out_dir(path: str) -> Path:
+    """``--out`` as a folder to write: refused when it or a folder above it is a file."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a directory")
+    above = blocking_file(out)
+    if above is not None:
+        raise CLIError(f"--out {out}: {above} is a file, not a folder")
     return out
 
 
@@ -123,6 +126,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npz"):
         raise CLIError(f"--out must end in .png or .npz, got {args.out!r}")
+    above = blocking_file(out.parent)
+    if above is not None:
+        raise CLIError(f"--out {out}: {above} is a file, not a folder")
     _positive("--n", args.n)
     _positive("--nfe", args.nfe)
     _positive("--batch", args.batch)
@@ -146,9 +152,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         key, _, msg = str(err).partition(": ")
         raise CLIError(f"{flag.get(key, key)}: {msg}") from None
 
-    drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
-                         generator=make_generator(args.seed, device), options=options,
-                         device=device, warmup=False, memory=False)
+    try:
+        drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
+                             generator=make_generator(args.seed, device), options=options,
+                             device=device, warmup=False, memory=False)
+    except ValueError as err:  # the sampler refuses an option value (eta=-3, order=7, ...)
+        where = f"--opt (sampler {sampler})" if options else f"--sampler {sampler}"
+        raise CLIError(f"{where}: {err}") from None
     samples, nfe_used, seconds = drawn.samples, drawn.nfe_max, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
@@ -168,7 +178,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
     """``trilemma info``: step, process, net and parameter count, config summary."""
-    model, config, saved = load_run(args.run, "cpu")
+    model, config, saved = load_run(args.run, "cpu", finite=False)
     shape = saved.data_shape or tuple(model.data_shape)
     net = net_kwargs(config, shape)
     net_name = net.pop("name")
@@ -176,6 +186,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     total = counts.pop("total")
     print(f"weights    {saved.weights} ({'EMA' if 'ema' in saved.weights.name else 'raw'}"
           f"{', ' + saved.kind})")
+    bad = nonfinite(model.state_dict())
+    if bad:
+        print(f"{PROG}: warning: {saved.weights} holds non-finite weights ({bad[1]} NaN/inf "
+              f"values in {bad[0]!r}, {bad[2]} tensor(s) affected)", file=sys.stderr)
     print(f"step       {saved.step}")
     print(f"process    {config.process['name']}")
     print(f"net        {net_name}  " + " ".join(f"{k}={v}" for k, v in net.items()))

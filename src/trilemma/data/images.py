@@ -132,6 +132,9 @@ def _read_image(path: Path, channels: int) -> Tensor:
                 arr = arr[None]
             else:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"cannot read image file {path}: {err} Shrink it or remove it from "
+                         "the folder") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image file {path}: {err}") from err
     return torch.from_numpy(np.clip(arr, 0.0, 1.0).astype(np.float32))
@@ -187,6 +190,9 @@ def load_image_folder(
             try:
                 with Image.open(f) as img:
                     kinds.setdefault(_channel_kind(img.mode), f)
+            except Image.DecompressionBombError as err:
+                raise ValueError(f"cannot read image file {f}: {err} Shrink it or remove it "
+                                 "from the folder") from None
             except (OSError, UnidentifiedImageError, SyntaxError) as err:
                 raise ValueError(f"cannot read image file {f}: {err}") from err
         if len(kinds) > 1:

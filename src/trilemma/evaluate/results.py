@@ -146,7 +146,38 @@ def load_results(report_dir: str | os.PathLike) -> dict[str, Any]:
         raise EvaluationError(f"{str(path)!r} is not a trilemma evaluation (format "
                               f"{res.get('format') if isinstance(res, dict) else None!r}, "
                               f"expected {FORMAT!r})")
+    _check_structure(res, path)
     return res
+
+
+def _check_structure(res: dict[str, Any], path: Path) -> None:
+    """The parts of a results dict that merging and the report index: settings, runs with a
+    label, a method and rows; every file a row names relative and inside the report folder."""
+    if not isinstance(res.get("settings"), dict):
+        raise EvaluationError(f"{str(path)!r}: 'settings' must be a JSON object")
+    for i, run in enumerate(res["runs"]):
+        ok = (isinstance(run, dict) and isinstance(run.get("label"), str)
+              and isinstance(run.get("method"), str) and isinstance(run.get("rows"), list)
+              and all(isinstance(row, dict) for row in run["rows"]))
+        if not ok:
+            raise EvaluationError(f"{str(path)!r}: runs[{i}] must hold a label, a method and "
+                                  "a list of rows")
+        for row in run["rows"]:
+            for key in ("grid", "samples_file"):
+                if row.get(key) is not None:
+                    inside(path.parent, row[key], f"{str(path)!r}: runs[{i}] {key}")
+
+
+def inside(folder: Path, rel: Any, what: str) -> Path:
+    """``folder / rel`` when ``rel`` is a relative path that resolves (links followed) inside
+    ``folder``; else :class:`EvaluationError`: a results file names no file elsewhere."""
+    if not isinstance(rel, str) or not rel:
+        raise EvaluationError(f"{what}: expected a relative file name, got {rel!r}")
+    target = folder / rel
+    if Path(rel).is_absolute() or not target.resolve().is_relative_to(folder.resolve()):
+        raise EvaluationError(f"{what} {rel!r} points outside its report folder "
+                              f"{str(folder)!r}; refused")
+    return target
 
 
 def _check_comparable(loaded: Sequence[tuple[Path, dict[str, Any]]]) -> None:
@@ -175,14 +206,14 @@ def _copy_row_files(loaded: Sequence[tuple[Path, dict[str, Any]]],
         for row in run["rows"]:
             for key in ("grid", "samples_file"):
                 rel = row.get(key)
-                if not rel or not (src / rel).is_file():
+                if not rel or not inside(src, rel, f"{key} of {run['label']}").is_file():
                     row.pop(key, None)
                     continue
                 target = Path(rel)
                 if target.as_posix() in copied and copied[target.as_posix()] != src / rel:
                     target = target.with_name(f"{safe_name(run['label'])}__{target.name}")
                 copied[target.as_posix()] = src / rel
-                dest = out / target
+                dest = inside(out, target.as_posix(), f"copy of {key} of {run['label']}")
                 if dest.resolve() != (src / rel).resolve():
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src / rel, dest)

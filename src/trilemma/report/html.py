@@ -178,6 +178,13 @@ def _run_header(run: dict[str, Any], settings: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _inside(folder: Path, rel: str) -> bool:
+    """Whether ``rel`` is relative and resolves (links followed) inside ``folder``: the page
+    embeds no file from elsewhere, whatever a results dict names."""
+    return not Path(rel).is_absolute() and (folder / rel).resolve().is_relative_to(
+        folder.resolve())
+
+
 def _grids_html(results: dict[str, Any], out_dir: Path) -> str:
     """Every run's sample grids that exist under ``out_dir``, captioned with NFE and quality."""
     parts = []
@@ -186,7 +193,7 @@ def _grids_html(results: dict[str, Any], out_dir: Path) -> str:
         qm = quality_metric(run)
         for r in run["rows"]:
             g = r.get("grid")
-            if g and (out_dir / g).is_file():
+            if isinstance(g, str) and g and _inside(out_dir, g) and (out_dir / g).is_file():
                 cap = f"{r['label']} · NFE {fmt(r.get('nfe'))}"
                 if qm and (r.get("metrics") or {}).get(qm[0]) is not None:
                     cap += f" · {qm[0]} {fmt(r['metrics'][qm[0]])}"

@@ -15,6 +15,7 @@ from .build import (
     data_shape_of,
     load_run,
     make_generator,
+    memory_budget,
     net_kwargs,
 )
 from .config import (
@@ -49,6 +50,7 @@ __all__ = [
     "load_config",
     "load_run",
     "make_generator",
+    "memory_budget",
     "method_names",
     "net_kwargs",
     "parse_override",

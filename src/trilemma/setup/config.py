@@ -44,6 +44,9 @@ from .sections import validate_data, validate_process, validate_train
 
 SECTIONS = ("seed", "device", "process", "model", "data", "train", "sample")
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+#: the most values (every use of an alias counted) and the deepest nesting a config may have
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 64
 
 
 # --------------------------------------------------------------------------- the Config
@@ -118,6 +121,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError([f"{os.fspath(path)}: invalid YAML: {err}"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError([f"cannot read config file {os.fspath(path)}: {err}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{os.fspath(path)}: nested too deeply to read"]) from None
+    check_expansion(raw, os.fspath(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -141,7 +147,40 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(val) if val.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError([f"override {text!r}: the value is not valid YAML: {err}"]) from None
+    except RecursionError:
+        raise ConfigError([f"override {key}: the value is nested too deeply"]) from None
+    check_expansion(value, f"override {key}")
     return parts, value
+
+
+def check_expansion(value: Any, where: str) -> None:
+    """Refuse a parsed YAML value that aliases make unreasonable: an alias used inside its own
+    anchor (a cycle), more than :data:`MAX_CONFIG_VALUES` values once every alias is expanded
+    (an "alias bomb", which copying would expand), or nesting deeper than
+    :data:`MAX_CONFIG_DEPTH`. Walks without expanding: stops at the first limit reached."""
+    count = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    while stack:
+        node, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError([f"{where}: its aliases expand to more than {MAX_CONFIG_VALUES:,} "
+                               "values (an alias bomb?); write the values out instead"])
+        if not isinstance(node, (dict, list)):
+            continue
+        if id(node) in on_path:
+            raise ConfigError([f"{where}: an alias refers to itself (it is used inside its own "
+                               "anchor); a config must be a tree"])
+        if depth >= MAX_CONFIG_DEPTH:
+            raise ConfigError([f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels"])
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1, False) for child in children)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -228,10 +267,18 @@ def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]
 
 
 def resolve_device(device: str) -> str:
-    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; a missing CUDA is an error."""
+    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; a device trilemma does not
+    run on, a missing CUDA or a GPU index past the last are errors."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError([f"device: expected one of: cpu, cuda, cuda:N, auto; got "
+                           f"{show(device)}"])
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError([f"device: {device!r} was asked for but CUDA is not available; "
                            "use --device cpu or auto"])
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError([f"device: {device!r} was asked for but there are "
+                           f"{torch.cuda.device_count()} GPU(s); use cuda:0 to "
+                           f"cuda:{torch.cuda.device_count() - 1}"])
     return device

@@ -20,6 +20,7 @@ ignores hidden folders.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ from .storage import (
     save_weights,
     unflatten_state,
 )
+from .validation import check_finite, check_optimizer_groups, check_scheduler, check_state
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -83,13 +85,47 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def _incomplete(folder: Path) -> bool:
+    """A ``step_*`` folder without ``state.json`` or without a file its ``state.json`` lists:
+    what a deletion interrupted by a kill leaves (a written checkpoint is renamed into place
+    whole)."""
+    state = folder / "state.json"
+    if not state.is_file():
+        return True
+    try:
+        files = _read_json(state).get("files", [])
+    except (CheckpointError, OSError, AttributeError, UnicodeDecodeError):
+        return False  # unreadable: leave it for the user, loading it names the problem
+    return isinstance(files, list) and any(
+        isinstance(f, str) and "/" not in f and not (folder / f).is_file() for f in files)
+
+
 def clean_temporary(out_dir: str | os.PathLike) -> None:
-    """Remove leftovers of interrupted writes (hidden ``.tmp_*`` / ``.old_*`` folders)."""
+    """Remove leftovers of interrupted writes and deletions: hidden ``.tmp_*`` / ``.old_*``
+    folders, and incomplete ``step_*`` folders older than the latest complete checkpoint."""
     root = Path(out_dir) / CHECKPOINT_DIR
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and (p.name.startswith(".tmp_") or p.name.startswith(".old_")):
-                shutil.rmtree(p, ignore_errors=True)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and (p.name.startswith(".tmp_") or p.name.startswith(".old_")):
+            shutil.rmtree(p, ignore_errors=True)
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir()
+                   if (m := _STEP_RE.match(p.name)) and p.is_dir())
+    complete = [n for n, p in steps if not _incomplete(p)]
+    for n, p in steps:
+        if complete and n < complete[-1] and _incomplete(p):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint folder: renamed aside (hidden) first, so a kill during the deletion
+    leaves no half-deleted ``step_*`` folder, only a ``.old_*`` one that the next run clears."""
+    aside = folder.with_name(f".old_{folder.name}")
+    try:
+        os.replace(folder, aside)
+    except OSError:
+        aside = folder
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _json_ready(obj: Any, what: str) -> Any:
@@ -167,8 +203,44 @@ def save_checkpoint(
     if keep_last:
         for old in list_checkpoints(out_dir)[:-keep_last]:
             if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_checkpoint(old)
     return final
+
+def _unflatten(obj: Any, tensors: Mapping[str, Tensor], file: Path) -> Any:
+    """:func:`unflatten_state`, with a malformed structure reported against ``file``."""
+    try:
+        return unflatten_state(obj, tensors)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{file}: malformed tagged structure ({err})") from None
+
+
+def _count(value: Any, file: Path) -> int | None:
+    """The EMA's update count from its metadata (a string), checked."""
+    if value is None:
+        return None
+    try:
+        num = int(value)
+        if num < 0:
+            raise ValueError(num)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{file}: metadata 'num_updates' must be an integer >= 0, got "
+                              f"{value!r}") from None
+    return num
+
+
+def _read_optimizer(ckpt: Path, optimizer: torch.optim.Optimizer, model: nn.Module) -> Any:
+    """The optimizer state of ``ckpt`` (``optimizer.json`` + ``.safetensors``), checked
+    against ``optimizer``: groups, shapes, finite moments."""
+    opt_file = ckpt / "optimizer.safetensors"
+    tensors, _ = _read_safetensors(opt_file)
+    opt_sd = _unflatten(_read_json(ckpt / "optimizer.json"), tensors, ckpt / "optimizer.json")
+    if isinstance(opt_sd, dict):
+        check_optimizer_groups(opt_sd.get("param_groups"), optimizer.state_dict()["param_groups"],
+                               ckpt / "optimizer.json")
+    _check_optimizer(opt_sd, optimizer, model, opt_file)
+    check_finite(tensors, opt_file, "optimizer state")
+    return opt_sd
+
 
 def _resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A step folder, or a run folder (-> its latest checkpoint); clear errors otherwise."""
@@ -204,39 +276,41 @@ def load_checkpoint(
     Nothing is modified unless every file has been read and checked.
     """
     ckpt = _resolve_checkpoint(path)
-    info = unflatten_state(_read_json(ckpt / "state.json"), {})
-    if not isinstance(info, dict) or "step" not in info:
-        raise CheckpointError(f"{str(ckpt / 'state.json')!r} lacks the 'step' entry")
+    state_file = ckpt / "state.json"
+    info = _unflatten(_read_json(state_file), {}, state_file)
+    folder = _STEP_RE.match(ckpt.name)
+    check_state(info, state_file, int(folder.group(1)) if folder else None, FORMAT_VERSION)
 
     model_file = ckpt / "model.safetensors"
     model_sd, _ = _read_safetensors(model_file)
     _check_state_dict(model_sd, model.state_dict(), model_file, "model")
+    check_finite(model_sd, model_file, "model weights")
 
     ema_sd = ema_meta = None
     if ema is not None:
         ema_file = ckpt / "ema.safetensors"
         ema_sd, ema_meta = _read_safetensors(ema_file)
         _check_state_dict(ema_sd, ema.state_dict(), ema_file, "EMA")
+        check_finite(ema_sd, ema_file, "EMA weights")
 
-    opt_sd = None
-    if optimizer is not None:
-        opt_file = ckpt / "optimizer.safetensors"
-        tensors, _ = _read_safetensors(opt_file)
-        opt_sd = unflatten_state(_read_json(ckpt / "optimizer.json"), tensors)
-        _check_optimizer(opt_sd, optimizer, model, opt_file)
+    opt_sd = _read_optimizer(ckpt, optimizer, model) if optimizer is not None else None
 
     rng_tensors: dict[str, Tensor] = {}
     if (ckpt / "rng.safetensors").is_file() or "rng.safetensors" in info.get("files", []):
         rng_tensors, _ = _read_safetensors(ckpt / "rng.safetensors")
 
-    if scheduler is not None and "scheduler" not in info:
-        raise CheckpointError(f"{str(ckpt / 'state.json')!r} holds no scheduler state")
+    if scheduler is not None:
+        if "scheduler" not in info:
+            raise CheckpointError(f"{state_file}: field 'scheduler' is missing")
+        check_scheduler(info["scheduler"], scheduler.state_dict(),
+                        len(scheduler.optimizer.param_groups), state_file)
+    num = (ema_meta or {}).get("num_updates", info.get("ema", {}).get("num_updates"))
+    num = _count(num, ckpt / "ema.safetensors") if ema is not None else None
 
     # everything read and checked: now modify
     model.load_state_dict(model_sd, strict=True)
     if ema is not None:
-        num = (ema_meta or {}).get("num_updates", info.get("ema", {}).get("num_updates"))
-        ema.load_state_dict(ema_sd, num_updates=None if num is None else int(num))
+        ema.load_state_dict(ema_sd, num_updates=num)
     if optimizer is not None:
         try:
             optimizer.load_state_dict(opt_sd)
@@ -251,6 +325,10 @@ def load_checkpoint(
     return info
 
 
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_optimizer(
     sd: Any, optimizer: torch.optim.Optimizer, model: nn.Module, file: Path
 ) -> None:
@@ -263,6 +341,14 @@ def _check_optimizer(
             f"{str(file)!r}: checkpoint has {len(sd['param_groups'])} parameter groups, the "
             f"optimizer has {len(groups)}"
         )
+    state = sd["state"]
+    if not isinstance(state, dict) or not all(
+        isinstance(st, dict)
+        and all(isinstance(v, Tensor) or _finite_number(v) for v in st.values())
+        for st in state.values()
+    ):
+        raise CheckpointError(f"{str(file)!r}: 'state' must map each parameter to its tensors "
+                              "and finite numbers")
     names = {id(p): n for n, p in model.named_parameters()}
     params = []
     for i, (g_saved, g) in enumerate(zip(sd["param_groups"], groups, strict=True)):

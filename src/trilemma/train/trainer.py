@@ -45,9 +45,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .batches import Batches, StepBatches, to_device
-from .checkpoint import clean_temporary, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, changed_fields, lr_factor
-from .distributed import all_gather_tensor, all_reduce_mean, barrier, dist_info, rank_seed
+from .config import TrainConfig, lr_factor
+from .distributed import all_reduce_mean, barrier, dist_info, rank_seed
 from .ema import EMA
 from .log import TrainLog
 from .phases import (
@@ -59,6 +58,7 @@ from .phases import (
     mean_loss,
     model_hooks,
 )
+from .resume import Checkpointing
 
 __all__ = ["SampleFn", "TrainConfig", "Trainer", "TrainingDivergedError", "lr_factor"]
 
@@ -95,7 +95,7 @@ def _as_config(config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
     return config
 
 
-class Trainer:
+class Trainer(Checkpointing):
     """Train ``model`` (anything with per-sample ``loss(batch, generator)``) on ``data``.
 
     Args:
@@ -189,72 +189,7 @@ class Trainer:
         self.skipped_steps = 0
         self.bad_streak = 0
         self.last_checkpoint: Path | None = None
-
-    # -- checkpoints ----------------------------------------------------------------------------
-
-    def save(self) -> Path | None:
-        """Checkpoint now (a collective under DDP: every rank calls it; rank 0 writes)."""
-        states = {
-            "noise": all_gather_tensor(self.noise.get_state()),
-            "torch_cpu": all_gather_tensor(torch.get_rng_state()),
-        }
-        if self.device.type == "cuda":
-            states["torch_cuda"] = all_gather_tensor(torch.cuda.get_rng_state(self.device))
-        if not self.info.is_main:
-            return None
-        rng = {f"{k}_rank{r}": s.cpu() for k, v in states.items() for r, s in enumerate(v)}
-        state = {
-            "config": self.config.to_dict(),
-            "micro_batches": self.micro_batches,
-            "epoch": self.batches.epoch_of(self.micro_batches),
-            "skipped_steps": self.skipped_steps,
-            "bad_steps": self.bad_streak,
-            "world_size": self.info.world_size,
-            "metadata": self.metadata,
-        }
-        path = save_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer,
-                               self.scheduler, state, rng, self.config.keep_last)
-        self.last_checkpoint = path
-        return path
-
-    def _restore(self, ckpt: Path) -> None:
-        """Load weights, EMA, optimizer, scheduler, counters and RNG states from ``ckpt``."""
-        info = load_checkpoint(ckpt, self.model, self.ema, self.optimizer, self.scheduler)
-        self.step = int(info["step"])
-        self.micro_batches = int(info.get("micro_batches", self.step * self.config.grad_accum))
-        self.skipped_steps = int(info.get("skipped_steps", 0))
-        self.bad_streak = int(info.get("bad_steps", 0))
-        self.last_checkpoint = ckpt
-        self._restore_rng(ckpt, info)
-        saved = info.get("config") or {}
-        now = self.config.to_dict()
-        changed = changed_fields(saved, now)
-        if changed:
-            warnings.warn(
-                f"resuming {ckpt} with changed config field(s): "
-                + ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed),
-                stacklevel=4,
-            )
-        logger.info("resumed from %s at step %d", ckpt, self.step)
-
-    def _restore_rng(self, ckpt: Path, info: Mapping[str, Any]) -> None:
-        """This rank's noise and torch RNG states from the checkpoint; when it was written by
-        another number of ranks, re-seed the noise instead (the data order still continues)."""
-        rt, r = info["rng_tensors"], self.info.rank
-        if info.get("world_size") == self.info.world_size and f"noise_rank{r}" in rt:
-            self.noise.set_state(rt[f"noise_rank{r}"])
-            if f"torch_cpu_rank{r}" in rt:
-                torch.set_rng_state(rt[f"torch_cpu_rank{r}"])
-            if self.device.type == "cuda" and f"torch_cuda_rank{r}" in rt:
-                torch.cuda.set_rng_state(rt[f"torch_cuda_rank{r}"], self.device)
-            return
-        warnings.warn(
-            f"checkpoint {ckpt} was written by {info.get('world_size')} rank(s), this run has "
-            f"{self.info.world_size}: data order continues exactly, the noise streams are "
-            "re-seeded",
-            stacklevel=5,
-        )
-        self.noise.manual_seed(rank_seed(self.config.seed, r, f"noise@{self.step}"))
+        self._opened: list[str | None] = []  # what open() returned, until fit() takes it
 
     # -- one optimizer step ---------------------------------------------------------------------
 
@@ -319,13 +254,13 @@ class Trainer:
         logger.warning("step %d: non-finite loss (%g) or gradient norm (%g); step skipped",
                        self.step, loss, gnorm)
         if self.bad_streak >= cfg.max_bad_steps:
-            where = self.last_checkpoint or "none written yet"
+            where = self.last_checkpoint or "none was written"
             raise TrainingDivergedError(
                 f"training stopped: {self.bad_streak} non-finite steps in a row "
                 f"(steps {first_bad}..{self.step}, max_bad_steps = "
                 f"{cfg.max_bad_steps}; last loss {loss:g}, gradient norm {gnorm:g}). "
-                f"The last good checkpoint is kept: {where}. Lower the lr, set "
-                "grad_clip, or check the data and the model."
+                f"Checkpoints hold finite weights only; the latest: {where}. Lower the lr, "
+                "set grad_clip, or check the data and the model."
             )
         return first_bad
 
@@ -343,29 +278,6 @@ class Trainer:
                 self.model.train(was_training)
 
     # -- the loop -------------------------------------------------------------------------------
-
-    def _open_run(self, resume: bool) -> str | None:
-        """Prepare ``out_dir`` and resume from its latest checkpoint when asked (refusing to
-        overwrite one otherwise); returns the checkpoint resumed from, if any."""
-        if self.info.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            clean_temporary(self.out_dir)
-        barrier()
-        ckpt = latest_checkpoint(self.out_dir)
-        if resume and ckpt is not None:
-            self._restore(ckpt)
-            return str(ckpt)
-        if resume:
-            warnings.warn(
-                f"resume=True but {self.out_dir} holds no checkpoint: starting at step 0",
-                stacklevel=3,
-            )
-        elif ckpt is not None and self.step == 0:
-            raise FileExistsError(
-                f"{self.out_dir} already holds checkpoints (latest {ckpt.name}); pass "
-                "resume=True to continue, or choose a new out_dir"
-            )
-        return None
 
     def _autocast(self) -> bool:
         """Whether to autocast to bf16: asked for and on CUDA (on CPU, warn once per process)."""
@@ -394,7 +306,8 @@ class Trainer:
         end = cfg.steps if until is None else until
         if not isinstance(end, int) or isinstance(end, bool) or not 1 <= end <= cfg.steps:
             raise ValueError(f"until must be an int in [1, steps = {cfg.steps}], got {until!r}")
-        resumed_from = self._open_run(resume)
+        resumed_from = self.open(resume)
+        self._opened.clear()
         autocast = self._autocast()
         keep_until = self.step if (resumed_from or self.step) else None  # rows log.csv keeps
         log = TrainLog(self.out_dir, self.hooks.phases, self.info.is_main, self.progress,
