@@ -31,6 +31,7 @@ from .setup import (
     data_shape_of,
     get_setup,
     make_generator,
+    resolve_from_data,
 )
 from .train import Trainer, latest_checkpoint
 from .train.distributed import DistInfo
@@ -62,9 +63,11 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def check_resume(out: Path, resolved: dict[str, Any], resume: bool) -> Path | None:
+def check_resume(out: Path, resolved: dict[str, Any], resume: bool,
+                 lenient: tuple[str, ...] = ()) -> Path | None:
     """The latest checkpoint to resume from (None: start at step 0); refuses to overwrite a
-    run without ``resume`` and to resume one whose model, data or process changed."""
+    run without ``resume`` and to resume one whose model, data or process changed (a dotted key
+    in ``lenient`` whose new value is ``'auto'`` is checked later, once estimated)."""
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a directory")
     ckpt = latest_checkpoint(out) if out.is_dir() else None
@@ -74,7 +77,8 @@ def check_resume(out: Path, resolved: dict[str, Any], resume: bool) -> Path | No
     if ckpt is not None and (out / RUN_CONFIG).is_file():
         saved = read_json(out / RUN_CONFIG)
         changed = [d for key in FIXED_ON_RESUME
-                   for d in config_diff(saved.get(key), resolved.get(key), key)]
+                   for d in config_diff(saved.get(key), resolved.get(key), key)
+                   if not (d.split(":")[0] in lenient and d.endswith("-> 'auto'"))]
         if changed:
             raise RunError(
                 f"--resume: the run in {out} was trained with another config; changed: "
@@ -124,13 +128,16 @@ def train_run(config: Config, out: str | Path, *, resume: bool = False, device: 
     out = Path(out)
     dist = dist or DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device(device),
                             backend=None)
-    resolved = config.to_dict()
-    ckpt = check_resume(out, resolved, resume)
+    ckpt = check_resume(out, config.to_dict(), resume, lenient=("model.sigma_data",))
     if resume and ckpt is None and dist.is_main:
         print(f"trilemma: note: {out} holds no checkpoint; starting from step 0",
               file=sys.stderr)
     torch.manual_seed(config.seed)
     dataset = build_dataset(config)
+    if config.model.get("sigma_data") == "auto":  # estimated from the data, stored as a number
+        config = resolve_from_data(config, dataset)
+        check_resume(out, config.to_dict(), resume)
+    resolved = config.to_dict()
     shape = data_shape_of(dataset)
     model = build_model(config, shape)
     _prepare(model, config, out, dist, ckpt is not None)
