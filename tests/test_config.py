@@ -269,6 +269,11 @@ def test_sigma_data_auto_is_estimated_from_the_data_and_stored(tmp_path):
     other = Config.from_dict(apply_overrides(raw, ["train.steps=4", "model.sigma_data=0.5"]))
     with pytest.raises(RunError, match="model.sigma_data"):
         train_run(other, tmp_path / "run", resume=True, progress=False)
+    # a run trained with a given number does not resume as 'auto' when the estimate differs
+    train_run(Config.from_dict(apply_overrides(raw, ["model.sigma_data=0.5"])),
+              tmp_path / "given", progress=False)
+    with pytest.raises(RunError, match=r"model.sigma_data: 0.5 -> 1.41"):
+        train_run(more, tmp_path / "given", resume=True, progress=False)
 
 
 def test_sampler_must_fit_the_process():
