@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from . import bench
+from .cli import main as cli_main
+from .metrics.mixture import oracle_report
+from .oracle import grid25
+from .plots import save_samples
+from .setup import load_run
 
 #: the demo's embedded training config (configs/toy_cld.yaml with a shorter schedule)
 TOY_CLD = {
@@ -55,17 +62,11 @@ DEMO_SAMPLERS = [("sscs", 20, {}), ("sscs", 50, {}), ("gddim", 20, {"order": 2})
 
 def train_toy_cld(out: Path, steps: int, retrain: bool) -> Path:
     """Train the embedded CLD config with the ``trilemma train`` command; returns the run dir."""
-    import yaml
-
-    from .cli import main as cli_main
-
     run = out / "toy_cld"
     if (run / "model.safetensors").is_file() and not retrain:
         print(f"reusing the trained model in {run} (--retrain to train again)")
         return run
     if retrain and run.exists():
-        import shutil
-
         shutil.rmtree(run)
     out.mkdir(parents=True, exist_ok=True)
     cfg = out / "toy_cld.yaml"
@@ -79,11 +80,6 @@ def train_toy_cld(out: Path, steps: int, retrain: bool) -> Path:
 
 def sample_toy_cld(run: Path, out: Path, n: int, seed: int) -> list[dict]:
     """Sample the trained model with each demo sampler; scatter plots and oracle metrics."""
-    from .build import load_run
-    from .metrics.mixture import oracle_report
-    from .oracle import grid25
-    from .plots import save_samples
-
     model, _, _ = load_run(run)
     mixture = grid25()
     reference, _ = mixture.sample(n, torch.Generator().manual_seed(seed + 1))

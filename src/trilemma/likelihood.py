@@ -48,10 +48,12 @@ Conventions and caveats:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
 from .processes.base import LinearProcess, ScoreFn, as_time
@@ -162,6 +164,114 @@ def _score_divergence(s: Tensor, v: Tensor, probes: Tensor | None) -> Tensor:
     return est / n_probes
 
 
+# ---------------------------------------------------------------------------------- pieces
+def _check_inputs(score_fn: ScoreFn, process: LinearProcess, x: Tensor, divergence: str,
+                  noise: str, method: str) -> None:
+    """Reject a process, score, data batch or choice the likelihood ODE cannot work with."""
+    if not isinstance(process, LinearProcess):
+        raise TypeError(f"process must be a trilemma LinearProcess, got {type(process).__name__}")
+    if not callable(score_fn):
+        raise TypeError(
+            f"score_fn must be callable as score_fn(u, t), got {type(score_fn).__name__}"
+        )
+    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] < 1:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a batched tensor (B, C, ...) or (B, d), got {got}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"x must be floating point (dequantise integer data first), got dtype {x.dtype}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains non-finite values")
+    _check_choice("divergence", divergence, DIVERGENCES)
+    _check_choice("noise", noise, NOISES)
+    _check_choice("method", method, METHODS)
+
+
+def _start_time(process: LinearProcess, t_min: float | None) -> float:
+    """The ODE's start time: ``t_min`` (checked to lie in (0, T)) or ``process.eps``."""
+    t0 = float(process.eps) if t_min is None else _check_pos_float("t_min", t_min)
+    if not t0 < process.T:
+        raise ValueError(f"t_min must lie in (0, T = {process.T}), got {t0!r}")
+    return t0
+
+
+def _solver_options(method: str, step_size: float | None) -> dict:
+    """torchdiffeq options: the step of a fixed-step method (which needs one), else none."""
+    options: dict = {}
+    if method in FIXED_METHODS:
+        if step_size is None:
+            raise ValueError(f"method {method!r} is fixed-step: pass step_size")
+        options["step_size"] = _check_pos_float("step_size", step_size)
+    elif step_size is not None:
+        raise ValueError(f"step_size is only for the fixed-step methods {list(FIXED_METHODS)}")
+    return options
+
+
+def _flow_rhs(
+    score: CountingScore, process: LinearProcess, probes: Tensor | None, dim: int,
+    bar: tqdm, max_nfe: int | None, rtol: float, atol: float,
+) -> Callable[[Tensor, tuple[Tensor, Tensor]], tuple[Tensor, Tensor]]:
+    """Right-hand side of the augmented ODE: ``(du/dt, div f~)`` for the state ``(u, acc)``.
+
+    ``div f~ = d tr F(t) - 1/2 g(t)^2 div_n s`` (module docstring); each call is one score
+    evaluation, stopped with :class:`ODEBudgetExceeded` beyond ``max_nfe`` calls.
+    """
+    nb = process.noise_block
+
+    def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if max_nfe is not None and score.nfe >= max_nfe:
+            raise ODEBudgetExceeded(
+                f"the likelihood ODE needed more than max_nfe = {max_nfe} score calls (rtol="
+                f"{rtol}, atol={atol}) and stopped at t = {float(t):.6g}"
+            )
+        u = state[0].detach()
+        tf = float(t)
+        with torch.enable_grad():
+            blocks = process.split(u)
+            v = blocks[nb].requires_grad_(True)
+            blocks[nb] = v
+            u_in = process.join(blocks)
+            try:
+                s = score(u_in, tf)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"in the likelihood ODE at t = {tf:.6g}: {err}") from err
+            div_s = _score_divergence(s, v, probes)
+        bar.update(1)
+        s = s.detach()
+        tt = as_time(tf, u.device).reshape(1)
+        trace_f = torch.diagonal(process.drift_matrix(tt), dim1=-2, dim2=-1).sum(-1)
+        g2 = process.diffusion_sq(tt)
+        div = dim * trace_f - 0.5 * g2 * div_s  # float64, (B,)
+        du = process.reverse_drift(u, tf, s, probability_flow=True)
+        return du, div.to(u.dtype)
+
+    return func
+
+
+def _check_solution(u_T: Tensor, delta: Tensor) -> None:
+    """Raise when the ODE's final state or divergence integral is not finite."""
+    if not bool(torch.isfinite(u_T).all()) or not bool(torch.isfinite(delta).all()):
+        raise FloatingPointError(
+            "the likelihood ODE produced non-finite values; tighten rtol/atol, raise t_min or "
+            "check the score model"
+        )
+
+
+def _velocity_entropy(process: LinearProcess, u0: Tensor, dim: int) -> tuple[float, Tensor]:
+    """CLD: entropy ``H(q)`` of the initial-velocity law and each ``log q(v_0)`` (float64).
+
+    ``q = N(0, gamma M)`` per coordinate; ``H(q)`` turns the joint density into the
+    REFERENCE §2.2 bound on ``log p(x)``.
+    """
+    nb = process.noise_block
+    var_v = float(process.init_cov()[nb, nb])
+    entropy = 0.5 * dim * (1.0 + math.log(2.0 * math.pi) + math.log(var_v))
+    v0 = process.split(u0)[nb].to(_F64).reshape(u0.shape[0], -1)
+    v0_log_q = -0.5 * (v0**2).sum(1) / var_v - 0.5 * dim * math.log(2.0 * math.pi * var_v)
+    return entropy, v0_log_q
+
+
 # ---------------------------------------------------------------------------------- main entry
 def log_likelihood(
     score_fn: ScoreFn,
@@ -201,83 +311,25 @@ def log_likelihood(
         generator: draws CLD's initial velocity and the Hutchinson probes (in that order).
         progress: show a tqdm bar counting score calls.
     """
-    if not isinstance(process, LinearProcess):
-        raise TypeError(f"process must be a trilemma LinearProcess, got {type(process).__name__}")
-    if not callable(score_fn):
-        raise TypeError(
-            f"score_fn must be callable as score_fn(u, t), got {type(score_fn).__name__}"
-        )
-    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] < 1:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a batched tensor (B, C, ...) or (B, d), got {got}")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"x must be floating point (dequantise integer data first), got dtype {x.dtype}"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains non-finite values")
-    _check_choice("divergence", divergence, DIVERGENCES)
-    _check_choice("noise", noise, NOISES)
-    _check_choice("method", method, METHODS)
+    _check_inputs(score_fn, process, x, divergence, noise, method)
     n_probes = _check_pos_int("n_probes", n_probes)
-    rtol = _check_pos_float("rtol", rtol)
-    atol = _check_pos_float("atol", atol)
-    if max_nfe is not None:
-        max_nfe = _check_pos_int("max_nfe", max_nfe)
-    t0 = float(process.eps) if t_min is None else _check_pos_float("t_min", t_min)
-    if not t0 < process.T:
-        raise ValueError(f"t_min must lie in (0, T = {process.T}), got {t0!r}")
-    options: dict = {}
-    if method in FIXED_METHODS:
-        if step_size is None:
-            raise ValueError(f"method {method!r} is fixed-step: pass step_size")
-        options["step_size"] = _check_pos_float("step_size", step_size)
-    elif step_size is not None:
-        raise ValueError(f"step_size is only for the fixed-step methods {list(FIXED_METHODS)}")
+    rtol, atol = _check_pos_float("rtol", rtol), _check_pos_float("atol", atol)
+    max_nfe = None if max_nfe is None else _check_pos_int("max_nfe", max_nfe)
+    t0 = _start_time(process, t_min)
+    options = _solver_options(method, step_size)
 
     x = x.detach()
     batch, dim = x.shape[0], x[0].numel()
     u0 = process.data_to_state(x, generator)
-    nb = process.noise_block
     probes = None
     if divergence == "hutchinson":
-        noise_shape = process.split(u0)[nb].shape
+        noise_shape = process.split(u0)[process.noise_block].shape
         probes = _draw_probes((n_probes, *noise_shape), noise, generator, u0)
-
     score = CountingScore(score_fn)
     bar = tqdm(desc="likelihood ODE (NFE)", disable=not progress, leave=False)
-
-    def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        if max_nfe is not None and score.nfe >= max_nfe:
-            raise ODEBudgetExceeded(
-                f"the likelihood ODE needed more than max_nfe = {max_nfe} score calls (rtol="
-                f"{rtol}, atol={atol}) and stopped at t = {float(t):.6g}"
-            )
-        u = state[0].detach()
-        tf = float(t)
-        with torch.enable_grad():
-            blocks = process.split(u)
-            v = blocks[nb].requires_grad_(True)
-            blocks[nb] = v
-            u_in = process.join(blocks)
-            try:
-                s = score(u_in, tf)
-            except FloatingPointError as err:
-                raise FloatingPointError(f"in the likelihood ODE at t = {tf:.6g}: {err}") from err
-            div_s = _score_divergence(s, v, probes)
-        bar.update(1)
-        s = s.detach()
-        tt = as_time(tf, u.device).reshape(1)
-        trace_f = torch.diagonal(process.drift_matrix(tt), dim1=-2, dim2=-1).sum(-1)
-        g2 = process.diffusion_sq(tt)
-        div = dim * trace_f - 0.5 * g2 * div_s  # float64, (B,)
-        du = process.reverse_drift(u, tf, s, probability_flow=True)
-        return du, div.to(u.dtype)
-
+    func = _flow_rhs(score, process, probes, dim, bar, max_nfe, rtol, atol)
     times = torch.tensor([t0, float(process.T)], dtype=u0.dtype, device=u0.device)
     acc0 = torch.zeros(batch, dtype=u0.dtype, device=u0.device)
-    from torchdiffeq import odeint
-
     try:
         with torch.no_grad():
             sol_u, sol_acc = odeint(func, (u0, acc0), times, rtol=rtol, atol=atol, method=method,
@@ -285,40 +337,19 @@ def log_likelihood(
     finally:
         bar.close()
     u_T, delta = sol_u[-1], sol_acc[-1].to(_F64)
-    if not bool(torch.isfinite(u_T).all()) or not bool(torch.isfinite(delta).all()):
-        raise FloatingPointError(
-            "the likelihood ODE produced non-finite values; tighten rtol/atol, raise t_min or "
-            "check the score model"
-        )
+    _check_solution(u_T, delta)
     prior = process.prior_logp(u_T.to(_F64)).to(_F64)
     state_log_p = prior + delta
     info = {"divergence": divergence, "method": method, "rtol": rtol, "atol": atol,
             "process": process.name}
     if divergence == "hutchinson":
         info.update(noise=noise, n_probes=n_probes)
-    v0_log_q = None
-    entropy = None
-    log_p = state_log_p
-    if process.k > 1:
-        var_v = float(process.init_cov()[nb, nb])
-        entropy = 0.5 * dim * (1.0 + math.log(2.0 * math.pi) + math.log(var_v))
-        v0 = process.split(u0)[nb].to(_F64).reshape(batch, -1)
-        v0_log_q = -0.5 * (v0**2).sum(1) / var_v - 0.5 * dim * math.log(2.0 * math.pi * var_v)
-        log_p = state_log_p + entropy
-    return LikelihoodResult(
-        log_p=log_p,
-        nfe=score.nfe,
-        state_log_p=state_log_p,
-        prior_logp=prior,
-        delta_logp=delta,
-        initial_state=u0,
-        final_state=u_T,
-        t_min=t0,
-        dim=dim,
-        v0_log_q=v0_log_q,
-        v0_entropy=entropy,
-        info=info,
-    )
+    entropy, v0_log_q = _velocity_entropy(process, u0, dim) if process.k > 1 else (None, None)
+    log_p = state_log_p if entropy is None else state_log_p + entropy
+    return LikelihoodResult(log_p=log_p, nfe=score.nfe, state_log_p=state_log_p,
+                            prior_logp=prior, delta_logp=delta, initial_state=u0,
+                            final_state=u_T, t_min=t0, dim=dim, v0_log_q=v0_log_q,
+                            v0_entropy=entropy, info=info)
 
 
 # ---------------------------------------------------------------------------------- bits / dim

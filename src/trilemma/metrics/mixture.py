@@ -252,6 +252,42 @@ def far_outlier_share(mixture: GaussianMixture, x: Tensor,
     return float(far.to(_F64).mean())
 
 
+def _per_mode_averages(
+    z: Tensor, radius_sq: Tensor, labels: Tensor, good: Tensor, covered: Tensor, w: Tensor,
+    r_d: float, n_projections: int,
+) -> dict[str, float]:
+    """Spread, median-radius, offset and within-mode SW2 of the covered modes, averaged.
+
+    The definitions are :func:`mode_metrics`'s; an average over no mode is NaN.
+    """
+    d = z.shape[1]
+    var_factor = truncated_var_factor(d, r_d)
+    chi_median = float(math.sqrt(stats.chi2.ppf(0.5, d)))
+    dirs = random_directions(d, 1 if d == 1 else n_projections, torch.Generator().manual_seed(0))
+    spreads, medians, offsets, shape_w, shape_sw2 = [], [], [], [], []
+    for k in range(len(covered)):
+        if not bool(covered[k]):
+            continue
+        zk = z[good & (labels == k)]
+        if zk.shape[0] >= 2:
+            var_ratio = zk.var(dim=0, unbiased=True).mean()
+            spreads.append(float(torch.sqrt(var_ratio / var_factor)))
+        mine = labels == k
+        offsets.append(float(z[mine].median(dim=0).values.pow(2).mean()))
+        medians.append(float(radius_sq[mine].sqrt().median()) / chi_median)
+        if int(mine.sum()) >= 2:
+            shape_w.append(float(w[k]))
+            shape_sw2.append(sw2_to_standard_normal(z[mine], dirs))
+    nan = float("nan")
+    return {
+        "spread_ratio": float(sum(spreads) / len(spreads)) if spreads else nan,
+        "spread_ratio_median": float(sum(medians) / len(medians)) if medians else nan,
+        "mode_offset": float(math.sqrt(sum(offsets) / len(offsets))) if offsets else nan,
+        "within_mode_sw2": (sum(a * b for a, b in zip(shape_w, shape_sw2, strict=True))
+                            / sum(shape_w)) if shape_w else nan,
+    }
+
+
 def mode_metrics(
     mixture: GaussianMixture,
     x: Tensor,
@@ -310,24 +346,7 @@ def mode_metrics(
     found = (counts + smoothing) / (counts.sum() + smoothing * n_comp)
     kl = float((w * (torch.log(w.clamp_min(1e-300)) - torch.log(found))).where(w > 0, 0.0).sum())
 
-    var_factor = truncated_var_factor(d, r_d)
-    chi_median = float(math.sqrt(stats.chi2.ppf(0.5, d)))
-    dirs = random_directions(d, 1 if d == 1 else n_projections, torch.Generator().manual_seed(0))
-    spreads, medians, offsets, shape_w, shape_sw2 = [], [], [], [], []
-    for k in range(n_comp):
-        if not bool(covered[k]):
-            continue
-        zk = z[good & (labels == k)]
-        if zk.shape[0] >= 2:
-            var_ratio = zk.var(dim=0, unbiased=True).mean()
-            spreads.append(float(torch.sqrt(var_ratio / var_factor)))
-        mine = labels == k
-        offsets.append(float(z[mine].median(dim=0).values.pow(2).mean()))
-        medians.append(float(radius_sq[mine].sqrt().median()) / chi_median)
-        if int(mine.sum()) >= 2:
-            shape_w.append(float(w[k]))
-            shape_sw2.append(sw2_to_standard_normal(z[mine], dirs))
-    nan = float("nan")
+    per_mode = _per_mode_averages(z, radius_sq, labels, good, covered, w, r_d, n_projections)
     return {
         "n": n,
         "quality": float(good.to(_F64).mean()),
@@ -336,11 +355,7 @@ def mode_metrics(
         "n_modes": n_comp,
         "coverage": float(covered.to(_F64).mean()),
         "kl_weights": kl,
-        "spread_ratio": float(sum(spreads) / len(spreads)) if spreads else nan,
-        "spread_ratio_median": float(sum(medians) / len(medians)) if medians else nan,
-        "mode_offset": float(math.sqrt(sum(offsets) / len(offsets))) if offsets else nan,
-        "within_mode_sw2": (sum(a * b for a, b in zip(shape_w, shape_sw2, strict=True))
-                            / sum(shape_w)) if shape_w else nan,
+        **per_mode,
         "far_outliers": far_outlier_share(mixture, x),
         "counts": [int(c) for c in counts],
         "found_weights": [float(f) for f in found],

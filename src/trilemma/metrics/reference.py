@@ -27,10 +27,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
+from ..data import binarize as binarize_images
 from ..train.checkpoint import CheckpointError, load_weights, save_weights
-from .features import data_sha256, dataset_images, extract_features
+from .datasets import dataset_images
+from .features import extract_features
 from .frechet import frechet_distance, gaussian_stats
 from .prdc import DEFAULT_K_DC, DEFAULT_K_PR, prdc
+from .provenance import data_sha256
 
 REFERENCE_KIND = "trilemma.reference_stats"
 REFERENCE_FORMAT = 1
@@ -162,6 +166,65 @@ def _mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     return None
 
 
+def _check_reference_args(extractor: nn.Module, split: str, n: int | None, keep_features: int,
+                          binarize: str | None) -> None:
+    """Reject arguments :func:`reference_stats` cannot use, before any image is read."""
+    _check_extractor(extractor)
+    if binarize not in (None, "threshold", "stochastic"):
+        raise ValueError(f"binarize must be None, 'threshold' or 'stochastic', got {binarize!r}")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        raise ValueError(f"n must be an integer >= 2 or None (all images), got {n!r}")
+    if isinstance(keep_features, bool) or not isinstance(keep_features, int) or keep_features < 0:
+        raise ValueError(f"keep_features must be an integer >= 0, got {keep_features!r}")
+
+
+def _reference_images(
+    dataset_name: str, split: str, n: int | None, size: int | None,
+    data_root: PathLike | None, subset_seed: int, binarize: str | None,
+) -> tuple[Tensor, int]:
+    """The ``n`` images (all when None) of a seeded permutation of the split, and the split size."""
+    x, _ = dataset_images(dataset_name, split, size, data_root)
+    if binarize:
+        x = binarize_images(x, binarize, generator=torch.Generator().manual_seed(0))
+    n_avail = len(x)
+    n_used = n_avail if n is None else n
+    if n_used > n_avail:
+        raise ValueError(
+            f"n = {n} exceeds the {n_avail} images of {dataset_name!r} split {split!r}"
+        )
+    perm = torch.randperm(n_avail, generator=torch.Generator().manual_seed(int(subset_seed)))
+    return x[perm[:n_used]].contiguous(), n_avail
+
+
+def _cached(
+    path: Path, prov: dict[str, Any], keep_features: int, refresh: bool,
+) -> tuple[dict[str, Any] | None, str]:
+    """A matching cached result (or None) and the cache status; warns when the file is stale.
+
+    The warning points at the caller of :func:`reference_stats` (``stacklevel=3``).
+    """
+    if refresh:
+        return None, "stale: refresh requested" if path.is_file() else "miss"
+    if not path.is_file():
+        return None, "miss"
+    try:
+        tensors, stored = load_weights(path)
+        want = dict(prov, feature_dim=stored.get("feature_dim"),
+                    n_features_kept=min(keep_features, prov["n"]))
+        reason = _mismatch(stored, want)
+        if reason is None and {"mu", "cov", "features"} <= set(tensors):
+            return {"mu": tensors["mu"], "cov": tensors["cov"], "features": tensors["features"],
+                    "provenance": stored, "path": str(path), "cache": "hit"}, "hit"
+        reason = reason or "tensors mu/cov/features missing"
+    except (CheckpointError, OSError, ValueError) as e:
+        reason = f"unreadable ({e})"
+    warnings.warn(f"reference statistics {str(path)!r} do not match ({reason}); "
+                  "recomputing", ReferenceCacheWarning, stacklevel=3)
+    return None, f"stale: {reason}"
+
+
 def reference_stats(
     extractor: nn.Module,
     dataset_name: str = "digits",
@@ -190,81 +253,33 @@ def reference_stats(
     ``binarize`` ('threshold' or 'stochastic', drawn with seed 0) compares with the binarised
     images a model trained with ``data.binarize`` learned (LSGM's Bernoulli decoder).
     """
-    _check_extractor(extractor)
-    if binarize not in (None, "threshold", "stochastic"):
-        raise ValueError(f"binarize must be None, 'threshold' or 'stochastic', got {binarize!r}")
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
-        raise ValueError(f"n must be an integer >= 2 or None (all images), got {n!r}")
-    if isinstance(keep_features, bool) or not isinstance(keep_features, int) or keep_features < 0:
-        raise ValueError(f"keep_features must be an integer >= 0, got {keep_features!r}")
+    _check_reference_args(extractor, split, n, keep_features, binarize)
     size = image_size if image_size is not None else getattr(extractor, "image_size", None)
-    x, _ = dataset_images(dataset_name, split, size, data_root)
-    if binarize:
-        from ..data import binarize as binarize_images
-
-        x = binarize_images(x, binarize, generator=torch.Generator().manual_seed(0))
-    n_avail = len(x)
-    n_used = n_avail if n is None else n
-    if n_used > n_avail:
-        raise ValueError(
-            f"n = {n} exceeds the {n_avail} images of {dataset_name!r} split {split!r}"
-        )
-    perm = torch.randperm(n_avail, generator=torch.Generator().manual_seed(int(subset_seed)))
-    x = x[perm[:n_used]].contiguous()
-    sha_ext = extractor.fingerprint
+    x, n_avail = _reference_images(dataset_name, split, n, size, data_root, subset_seed,
+                                   binarize)
+    n_used = len(x)
     prov: dict[str, Any] = {
-        "kind": REFERENCE_KIND,
-        "format_version": REFERENCE_FORMAT,
-        "dataset": dataset_name,
-        "split": split,
-        "binarize": binarize,
-        "image_size": int(x.shape[-1]),
-        "channels": int(x.shape[1]),
-        "n": n_used,
-        "n_available": n_avail,
-        "subset_seed": int(subset_seed),
-        "data_sha256": data_sha256(x),
+        "kind": REFERENCE_KIND, "format_version": REFERENCE_FORMAT, "dataset": dataset_name,
+        "split": split, "binarize": binarize, "image_size": int(x.shape[-1]),
+        "channels": int(x.shape[1]), "n": n_used, "n_available": n_avail,
+        "subset_seed": int(subset_seed), "data_sha256": data_sha256(x),
         "data_root": None if data_root is None else str(data_root),
-        "extractor": extractor.name,
-        "extractor_sha256": sha_ext,
+        "extractor": extractor.name, "extractor_sha256": extractor.fingerprint,
         "metric_name": getattr(extractor, "metric_name", None),
-        "feature_dim": None,
-        "n_features_kept": None,
+        "feature_dim": None, "n_features_kept": None,
     }
     path = None
     status = "off"
     if cache_dir is not None:
         path = reference_path(cache_dir, extractor.name, dataset_name, split, x.shape[-1], n,
                               binarize)
-        status = "miss"
-        if path.is_file() and not refresh:
-            try:
-                tensors, stored = load_weights(path)
-                stored_fd = stored.get("feature_dim")
-                want = dict(prov, feature_dim=stored_fd,
-                            n_features_kept=min(keep_features, n_used))
-                reason = _mismatch(stored, want)
-                if reason is None and {"mu", "cov", "features"} <= set(tensors):
-                    return {"mu": tensors["mu"], "cov": tensors["cov"],
-                            "features": tensors["features"], "provenance": stored,
-                            "path": str(path), "cache": "hit"}
-                reason = reason or "tensors mu/cov/features missing"
-            except (CheckpointError, OSError, ValueError) as e:
-                reason = f"unreadable ({e})"
-            status = f"stale: {reason}"
-            warnings.warn(f"reference statistics {str(path)!r} do not match ({reason}); "
-                          "recomputing", ReferenceCacheWarning, stacklevel=2)
-        elif refresh and path.is_file():
-            status = "stale: refresh requested"
-
+        hit, status = _cached(path, prov, keep_features, refresh)
+        if hit is not None:
+            return hit
     t0 = time.perf_counter()
     feats = extract_features(extractor, x, batch_size=batch_size, progress=progress)
     mu, cov = gaussian_stats(feats)
     kept = feats[: min(keep_features, n_used)].contiguous()
-    from .. import __version__
-
     prov.update(feature_dim=int(feats.shape[1]), n_features_kept=int(len(kept)),
                 extract_seconds=round(time.perf_counter() - t0, 3),
                 trilemma_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -8,13 +8,13 @@ Build one from a config with :func:`build_net`, e.g.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checks import check_kwargs
 from .embeddings import GaussianFourierEmbedding, SinusoidalEmbedding, time_embedding
 from .mlp import MLP
 from .unet import UNet, num_groups
@@ -28,6 +28,7 @@ __all__ = [
     "SinusoidalEmbedding",
     "UNet",
     "build_net",
+    "check_kwargs",
     "count_parameters",
     "num_groups",
     "time_embedding",
@@ -37,24 +38,6 @@ __all__ = [
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) scalar parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def check_kwargs(kind: str, name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Raise a clear error for keys ``fn`` does not accept or required keys that are missing."""
-    params = inspect.signature(fn).parameters
-    valid = [p for p in params if p != "self"]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} for {kind} {name!r}; valid keys: {', '.join(valid)}"
-        )
-    missing = [
-        p for p, v in params.items()
-        if v.default is inspect.Parameter.empty and p != "self" and p not in kwargs
-        and v.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    ]
-    if missing:
-        raise ValueError(f"{kind} {name!r} needs key(s) {missing}")
 
 
 def build_net(config: dict[str, Any]) -> nn.Module:

@@ -25,7 +25,7 @@ and leaves at least two channels per group.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +124,106 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
 
 
+def _check_unet_args(
+    channels: dict[str, int], channel_mults: Sequence[int], dropout: float,
+    num_classes: int | None, image_size: int | Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """Validate :class:`UNet`'s arguments; returns the level multipliers and ``(H, W)``.
+
+    ``channels`` maps each integer argument that must be >= 1 to its value.
+    """
+    for name, val in channels.items():
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
+    mults = tuple(channel_mults)
+    if not mults or any(not isinstance(m, int) or m < 1 for m in mults):
+        raise ValueError(f"channel_mults must be a non-empty sequence of positive integers, "
+                         f"got {channel_mults!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+        raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
+    return mults, size
+
+
+def _level_resolutions(size: tuple[int, int], n_levels: int) -> list[tuple[int, ...]]:
+    """``(H, W)`` of each level: a stride-2 conv with padding 1 maps ``n -> ceil(n / 2)``."""
+    res = [size]
+    for _ in range(n_levels - 1):
+        res.append(tuple(-(-s // 2) for s in res[-1]))
+    return res
+
+
+def _attention_levels(res: list[tuple[int, ...]], attn_resolutions: Sequence[int] | None,
+                      ) -> set[int]:
+    """Levels with self-attention: those whose ``max(H, W)`` is listed (None: the lowest)."""
+    if attn_resolutions is None:
+        return {len(res) - 1}
+    wanted = set(attn_resolutions)
+    missing = wanted - {max(r) for r in res}
+    if missing:
+        raise ValueError(
+            f"attn_resolutions {sorted(missing)} match no level; this U-Net's level "
+            f"resolutions are {[max(r) for r in res]}"
+        )
+    return {i for i, r in enumerate(res) if max(r) in wanted}
+
+
+def _encoder(
+    ch: int, mults: tuple[int, ...], num_res_blocks: int, attn_levels: set[int],
+    res_block: Callable[[int, int], ResBlock], attn: Callable[[int], AttnBlock],
+) -> tuple[nn.ModuleList, list[int], int]:
+    """Encoder levels (ResBlocks [+ attention], then a Downsample but at the last level).
+
+    Returns the levels, the width of every skip connection they leave (the input conv's
+    first) and the final width.
+    """
+    down = nn.ModuleList()
+    skips = [ch]
+    cur = ch
+    for i, m in enumerate(mults):
+        level = nn.ModuleList()
+        for _ in range(num_res_blocks):
+            blocks = nn.ModuleList([res_block(cur, ch * m)])
+            cur = ch * m
+            if i in attn_levels:
+                blocks.append(attn(cur))
+            level.append(blocks)
+            skips.append(cur)
+        if i < len(mults) - 1:
+            level.append(Downsample(cur))
+            skips.append(cur)
+        down.append(level)
+    return down, skips, cur
+
+
+def _decoder(
+    ch: int, mults: tuple[int, ...], num_res_blocks: int, attn_levels: set[int],
+    skips: list[int], cur: int, res_block: Callable[[int, int], ResBlock],
+    attn: Callable[[int], AttnBlock],
+) -> tuple[nn.ModuleList, int]:
+    """Decoder levels (ResBlocks on concatenated skips [+ attention], then an Upsample but at
+    the top level), consuming every skip width; returns the levels and the final width."""
+    up = nn.ModuleList()
+    for i, m in reversed(list(enumerate(mults))):
+        level = nn.ModuleList()
+        for _ in range(num_res_blocks + 1):
+            blocks = nn.ModuleList([res_block(cur + skips.pop(), ch * m)])
+            cur = ch * m
+            if i in attn_levels:
+                blocks.append(attn(cur))
+            level.append(blocks)
+        if i > 0:
+            level.append(Upsample(cur))
+        up.append(level)
+    if skips:
+        raise AssertionError(f"{len(skips)} encoder skips left unused")
+    return up, cur
+
+
 class UNet(nn.Module):
     """DDPM/NCSN++-style U-Net ``(x (B, C_in, H, W), t (B,)[, labels]) -> (B, C_out, H, W)``.
 
@@ -164,37 +264,12 @@ class UNet(nn.Module):
         skip_rescale: bool = False,
     ) -> None:
         super().__init__()
-        for name, val, lo in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
-                              ("base_channels", base_channels, 1),
-                              ("num_res_blocks", num_res_blocks, 1), ("num_heads", num_heads, 1)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}")
-        mults = tuple(channel_mults)
-        if not mults or any(not isinstance(m, int) or m < 1 for m in mults):
-            raise ValueError(f"channel_mults must be a non-empty sequence of positive integers, "
-                             f"got {channel_mults!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
-            raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
-        # level resolutions: a stride-2 conv with padding 1 maps n -> ceil(n / 2)
-        res = [size]
-        for _ in mults[1:]:
-            res.append(tuple(-(-s // 2) for s in res[-1]))
-        if attn_resolutions is None:
-            attn_levels = {len(mults) - 1}
-        else:
-            wanted = set(attn_resolutions)
-            attn_levels = {i for i, r in enumerate(res) if max(r) in wanted}
-            missing = wanted - {max(r) for r in res}
-            if missing:
-                raise ValueError(
-                    f"attn_resolutions {sorted(missing)} match no level; this U-Net's level "
-                    f"resolutions are {[max(r) for r in res]}"
-                )
+        mults, size = _check_unet_args(
+            {"in_channels": in_channels, "out_channels": out_channels,
+             "base_channels": base_channels, "num_res_blocks": num_res_blocks,
+             "num_heads": num_heads}, channel_mults, dropout, num_classes, image_size)
+        res = _level_resolutions(size, len(mults))
+        attn_levels = _attention_levels(res, attn_resolutions)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_size, self.num_classes = size, num_classes
         self.resolutions = [max(r) for r in res]
@@ -219,39 +294,10 @@ class UNet(nn.Module):
             return AttnBlock(c, num_heads, zero_init, skip_rescale)
 
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips = [ch]
-        cur = ch
-        for i, m in enumerate(mults):
-            level = nn.ModuleList()
-            for _ in range(num_res_blocks):
-                blocks = nn.ModuleList([res_block(cur, ch * m)])
-                cur = ch * m
-                if i in attn_levels:
-                    blocks.append(attn(cur))
-                level.append(blocks)
-                skips.append(cur)
-            if i < len(mults) - 1:
-                level.append(Downsample(cur))
-                skips.append(cur)
-            self.down.append(level)
-
+        self.down, skips, cur = _encoder(ch, mults, num_res_blocks, attn_levels, res_block, attn)
         self.mid = nn.ModuleList([res_block(cur, cur), attn(cur), res_block(cur, cur)])
-
-        self.up = nn.ModuleList()
-        for i, m in reversed(list(enumerate(mults))):
-            level = nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                blocks = nn.ModuleList([res_block(cur + skips.pop(), ch * m)])
-                cur = ch * m
-                if i in attn_levels:
-                    blocks.append(attn(cur))
-                level.append(blocks)
-            if i > 0:
-                level.append(Upsample(cur))
-            self.up.append(level)
-        assert not skips
-
+        self.up, cur = _decoder(ch, mults, num_res_blocks, attn_levels, skips, cur, res_block,
+                                attn)
         self.norm_out = _norm(cur)
         self.act = nn.SiLU()
         self.conv_out = nn.Conv2d(cur, out_channels, 3, padding=1)

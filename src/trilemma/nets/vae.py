@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_kwargs
 from .unet import num_groups
 
 DECODERS = ("gaussian", "bernoulli", "categorical")
@@ -368,8 +369,6 @@ def latent_shape_of(config: dict, data_shape: Sequence[int]) -> tuple[int, ...]:
 
 def build_vae(config: dict, data_shape: Sequence[int]) -> VAE:
     """Build a VAE from ``{"name": "mlp_vae" | "conv_vae", **kwargs}`` for ``data_shape``."""
-    from . import check_kwargs
-
     cfg = dict(config)
     name = cfg.pop("name", None)
     if name not in VAES:

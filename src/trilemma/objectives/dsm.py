@@ -36,7 +36,8 @@ T_SAMPLINGS = ("uniform", "lognormal")
 #: the weightings that may use EDM's log-normal noise levels
 LOGNORMAL_WEIGHTINGS = ("quality", "edm")
 
-ScoreModel = Callable[..., Tensor]
+#: a parametrised score network ``model(u, t[, labels]) -> score`` (what the losses train)
+ScoreNet = Callable[..., Tensor]
 
 
 def likelihood_importance(process: ScalarProcess) -> ImportanceTimes:
@@ -70,7 +71,7 @@ def _draw_times(process: ScalarProcess, n: int, weighting: str, t_sampling: str,
 
 
 def dsm_loss(
-    model: ScoreModel,
+    model: ScoreNet,
     process: ScalarProcess,
     x0: Tensor,
     *,

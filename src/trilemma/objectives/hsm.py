@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..processes.base import chol_factor, per_sample, randn_like
 from ..processes.cld import CLD
-from .dsm import ScoreModel
+from .dsm import ScoreNet
 from .tsampling import uniform_times
 
 HSM_WEIGHTINGS = ("reweighted", "likelihood")
@@ -51,7 +51,7 @@ def _times(process: CLD, x0: Tensor, weighting: str, generator: torch.Generator 
 
 
 def hsm_loss(
-    model: ScoreModel,
+    model: ScoreNet,
     process: CLD,
     x0: Tensor,
     *,
@@ -68,7 +68,7 @@ def hsm_loss(
 
 
 def cld_dsm_loss(
-    model: ScoreModel,
+    model: ScoreNet,
     process: CLD,
     x0: Tensor,
     *,

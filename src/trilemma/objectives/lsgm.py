@@ -57,7 +57,8 @@ T_SAMPLINGS = ("importance", "uniform")
 _F64 = torch.float64
 _LOG_2PI = math.log(2.0 * math.pi)
 
-ScoreModel = Callable[[Tensor, Tensor], Tensor]
+#: a latent score network ``model(u, t) -> score``
+ScoreNet = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_latent_process(process: LinearProcess) -> None:
@@ -285,7 +286,7 @@ def eps_residual(process: LinearProcess, score: Tensor, noise: Tensor, t: Tensor
 
 
 def latent_cross_entropy(
-    score_model: ScoreModel,
+    score_model: ScoreNet,
     process: LinearProcess,
     z0: Tensor,
     mu: Tensor,
