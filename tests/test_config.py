@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from trilemma.build import (
     build_model,
     build_train_config,
     data_shape_of,
+    load_run,
     net_kwargs,
+    resolve_from_data,
 )
 from trilemma.config import (
     Config,
@@ -21,10 +25,12 @@ from trilemma.config import (
     apply_overrides,
     load_config,
     parse_override,
+    read_yaml,
     validate,
 )
 from trilemma.nets import count_parameters
 from trilemma.train import TrainConfig
+from trilemma.training import RunError, train_run
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -60,11 +66,33 @@ def test_configs_folder_is_not_empty():
     assert {"toy_vp.yaml", "toy_cld.yaml", "digits_vp.yaml", "digits_cld.yaml"} <= names
 
 
+#: the real MNIST files for configs that read MNIST (``data.root``); not part of the product
+REAL_MNIST = Path(os.environ.get(
+    "TRILEMMA_MNIST", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+
+
+def _shipped(path: Path) -> tuple[Config, tuple[int, ...], object]:
+    """A shipped config resolved as a run resolves it: ``(config, data shape, dataset)``. A
+    config whose MNIST folder (``data.root``, relative to where it is run) is missing reads the
+    real MNIST files when present; without them it is validated without its paths and built
+    for 28 x 28 images (dataset None)."""
+    raw = read_yaml(path)
+    root = (raw.get("data") or {}).get("root")
+    if raw["data"]["name"] == "idx" and root and not Path(root).exists():
+        if not REAL_MNIST.is_dir():
+            cfg = Config.from_dict(raw, check_paths=False)
+            if cfg.model.get("sigma_data") == "auto":
+                cfg = dataclasses.replace(cfg, model={**cfg.model, "sigma_data": 0.5})
+            return cfg, (1, 28, 28), None
+        raw = apply_overrides(raw, [f"data.root={REAL_MNIST}"])
+    cfg = Config.from_dict(raw)
+    ds = build_dataset(cfg)
+    return resolve_from_data(cfg, ds), data_shape_of(ds), ds  # sigma_data: auto as a run
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads_and_builds(path: Path):
-    cfg = load_config(path)
-    ds = build_dataset(cfg)
-    shape = data_shape_of(ds)
+    cfg, shape, ds = _shipped(path)
     model = build_model(cfg, shape)
     assert isinstance(build_train_config(cfg), TrainConfig)
     assert count_parameters(model) > 0
@@ -76,7 +104,7 @@ def test_shipped_config_loads_and_builds(path: Path):
     else:
         assert (net["in_channels"], net["out_channels"]) == (k * shape[0], shape[0])
     # the resolved config is JSON-safe and reproduces itself
-    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())), check_paths=ds is not None)
     assert again.to_dict() == cfg.to_dict()
 
 
@@ -145,7 +173,7 @@ def test_out_of_range():
     assert _one_problem(BASE, ["device=gpu"]).startswith(
         "device: expected one of: cpu, cuda, cuda:N, auto")
     assert _one_problem(BASE, ["model.sigma_data=0"]) == (
-        "model.sigma_data: expected a positive number, got 0")
+        "model.sigma_data: expected a positive number or 'auto', got 0")
     # couplings checked by the consumers are reported with their section
     assert _one_problem(BASE, ["train.warmup_steps=10"]).startswith(
         "train.warmup_steps must be < steps = 10")
@@ -169,10 +197,83 @@ def test_objective_prediction_weighting_must_fit_the_process():
     assert _one_problem(BASE, cld + ["model.objective=dsm"]) == (
         "model.objective: 'dsm' does not fit process 'cld'; use one of: hsm, cld_dsm")
     assert _one_problem(BASE, cld + ["model.prediction=eps"]) == (
-        "model.prediction: 'eps' does not fit process 'cld'; use one of: mixed, score")
+        "model.prediction: 'eps' does not fit process 'cld'; use one of: mixed, score, edm")
     assert _one_problem(BASE, ["model.weighting=reweighted"]) == (
         "model.weighting: 'reweighted' does not fit objective 'dsm'; "
-        "use one of: quality, likelihood, likelihood_is")
+        "use one of: quality, likelihood, likelihood_is, edm")
+
+
+OLD_MODEL_KEYS = ["net", "prediction", "objective", "weighting", "sigma_data", "label_dropout"]
+
+
+def test_edm_choices_resolve_and_configs_without_them_do_not_change():
+    """The EDM keys (``t_sampling``, ``p_mean``, ``p_std``) appear in a resolved config only
+    when given, so configs and saved runs from before resolve exactly as they did."""
+    assert list(Config.from_dict(BASE).model) == OLD_MODEL_KEYS
+    edm = Config.from_dict(apply_overrides(BASE, ["model.prediction=edm", "model.weighting=edm",
+                                                 "model.t_sampling=lognormal"]))
+    assert {k: edm.model[k] for k in ("prediction", "weighting", "t_sampling", "p_mean",
+                                      "p_std")} == {
+        "prediction": "edm", "weighting": "edm", "t_sampling": "lognormal", "p_mean": -1.2,
+        "p_std": 1.2}
+    uni = Config.from_dict(apply_overrides(BASE, ["model.t_sampling=uniform"]))
+    assert list(uni.model) == OLD_MODEL_KEYS + ["t_sampling"]
+    cld = Config.from_dict(apply_overrides(BASE, ["process.name=cld", "model.prediction=edm"]))
+    assert cld.model["prediction"] == "edm" and cld.model["objective"] == "hsm"
+
+
+def test_edm_choice_errors():
+    assert _one_problem(BASE, ["model.p_mean=0"]) == (
+        "model.p_mean: only used with model.t_sampling: lognormal")
+    assert _one_problem(BASE, ["model.t_sampling=uniform", "model.p_std=1"]) == (
+        "model.p_std: only used with model.t_sampling: lognormal")
+    assert _one_problem(BASE, ["model.t_sampling=normal"]) == (
+        "model.t_sampling: 'normal' does not fit the DSM time sampling; use one of: uniform, "
+        "lognormal")
+    assert _one_problem(BASE, ["model.t_sampling=lognormal", "model.weighting=likelihood"]) == (
+        "model.t_sampling: 'lognormal' does not fit weighting 'likelihood' (a likelihood bound "
+        "needs its own t); use weighting: quality or edm")
+    assert _one_problem(BASE, ["process.name=cld", "model.t_sampling=lognormal"]).startswith(
+        "model.t_sampling: 'lognormal' needs a scalar process and the dsm objective")
+    assert _one_problem(BASE, ["model.t_sampling=lognormal", "model.p_std=0"]) == (
+        "model.p_std: expected a positive number, got 0")
+    assert _one_problem(BASE, ["model.sigma_data=automatic"]) == (
+        "model.sigma_data: expected a positive number or 'auto', got 'automatic'")
+    assert _one_problem(BASE, ["process.name=cld", "model.weighting=edm"]) == (
+        "model.weighting: 'edm' does not fit objective 'hsm'; use one of: reweighted, "
+        "likelihood")
+
+
+def test_sigma_data_auto_is_estimated_from_the_data_and_stored(tmp_path):
+    """``sigma_data: auto``: the RMS of the training data (grid25: sqrt(2 + 0.05^2) = 1.415)
+    replaces 'auto' when a run starts; the run's config stores the number, so it reloads
+    without the data and resumes from the same 'auto' config; building without the data is a
+    clear error."""
+    raw = apply_overrides(BASE, ["model.sigma_data=auto", "data.n=20000", "train.steps=2",
+                                 "train.ckpt_every=1", "train.sample_every=0", "device=cpu"])
+    cfg = Config.from_dict(raw)
+    assert cfg.model["sigma_data"] == "auto"
+    with pytest.raises(ConfigError, match="estimated from the training data"):
+        build_model(cfg, (2,))
+    ds = build_dataset(cfg)
+    got = resolve_from_data(cfg, ds)
+    assert got.model["sigma_data"] == pytest.approx(1.415, abs=0.01)
+    assert resolve_from_data(got, ds) is got
+    train_run(cfg, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["sigma_data"] == got.model["sigma_data"]
+    model, _, _ = load_run(tmp_path / "run")
+    assert model.model.sigma_data == got.model["sigma_data"]
+    more = Config.from_dict(apply_overrides(raw, ["train.steps=3"]))
+    train_run(more, tmp_path / "run", resume=True, progress=False)
+    other = Config.from_dict(apply_overrides(raw, ["train.steps=4", "model.sigma_data=0.5"]))
+    with pytest.raises(RunError, match="model.sigma_data"):
+        train_run(other, tmp_path / "run", resume=True, progress=False)
+    # a run trained with a given number does not resume as 'auto' when the estimate differs
+    train_run(Config.from_dict(apply_overrides(raw, ["model.sigma_data=0.5"])),
+              tmp_path / "given", progress=False)
+    with pytest.raises(RunError, match=r"model.sigma_data: 0.5 -> 1.41"):
+        train_run(more, tmp_path / "given", resume=True, progress=False)
 
 
 def test_sampler_must_fit_the_process():

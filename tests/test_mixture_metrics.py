@@ -10,6 +10,8 @@ from scipy import stats
 
 from trilemma.metrics import (
     SlicedReference,
+    far_outlier_share,
+    far_radius,
     mode_metrics,
     oracle_report,
     quality_radius,
@@ -133,8 +135,31 @@ def test_exact_samples_score_perfectly(name: str) -> None:
     assert rep["mode_offset"] < 0.25
     # finite-sample W2 of a few hundred standard normals is ~0.1 (0.05 at 4000 per mode)
     assert rep["within_mode_sw2"] < 0.2
+    assert rep["far_outliers"] == 0.0
     floor = sw2_noise_floor(mix, n, gen(12), repeats=4)
     assert rep["sw2"] < floor["mean"] + 4 * floor["std"] + 1e-3
+
+
+def test_far_outlier_share_counts_samples_beyond_six_stds_of_every_mode() -> None:
+    """The far radius holds the 1-D +-6 sigma mass: 6 in 1-D, sqrt(-2 ln erfc(6/sqrt 2)) = 6.33
+    in 2-D. grid25 (modes 1 apart, std 0.05): points 0.31 from a mode (6.2 std) are not far,
+    0.33 (6.6 std) are, whichever mode is nearest; per-component stds are used."""
+    assert far_radius(1) == pytest.approx(6.0, rel=1e-9)
+    assert far_radius(2) == pytest.approx(math.sqrt(-2 * math.log(math.erfc(6 / 2**0.5))))
+    assert far_radius(2, 3.0) == pytest.approx(quality_radius(2), rel=1e-9)
+    mix = get_mixture("grid25")
+    exact, _ = mix.sample(1000, gen(3))
+    near = torch.tensor([[0.31, 0.0], [2.0, -1.69], [1.0, 1.0 - 0.31]], dtype=F64)
+    far = torch.tensor([[0.33, 0.0], [-2.0, 2.33], [0.5, 0.5], [7.0, 7.0]], dtype=F64)
+    x = torch.cat([exact, near, far])
+    assert far_outlier_share(mix, x) == pytest.approx(4 / 1007)
+    assert far_outlier_share(mix, far, n_std=6.5) == pytest.approx(2 / 4)  # radius 6.8
+    assert oracle_report(mix, x)["far_outliers"] == pytest.approx(4 / 1007)
+    imb = get_mixture("imbalanced2d")  # mode 0 at (-1, -1), std 0.25; mode 3 at (1.4, 1.4), 0.08
+    pts = torch.tensor([[-1.0 + 1.55, -1.0], [1.4 + 0.52, 1.4], [1.4 + 0.50, 1.4]], dtype=F64)
+    assert far_outlier_share(imb, pts) == pytest.approx(1 / 3)  # 6.2 std; 6.5 std; 6.25 std
+    with pytest.raises(ValueError, match="n_std"):
+        far_outlier_share(mix, x, n_std=0.0)
 
 
 def test_dropped_modes_are_detected() -> None:

@@ -45,8 +45,10 @@ def test_dsm_quality_value_of_exact_score_matches_closed_form(process, t):
     assert float(loss.mean()) == pytest.approx(expected, abs=5 * se_mean(loss))
 
 
-@pytest.mark.parametrize("weighting", ["quality", "likelihood", "likelihood_is"])
-def test_dsm_exact_score_beats_perturbed_scores(weighting):
+@pytest.mark.parametrize("weighting,t_sampling", [
+    ("quality", "uniform"), ("likelihood", "uniform"), ("likelihood_is", "uniform"),
+    ("edm", "uniform"), ("quality", "lognormal"), ("edm", "lognormal")])
+def test_dsm_exact_score_beats_perturbed_scores(weighting, t_sampling):
     process, mix = VP(), grid25()
     exact = mix.score_fn(process)
     x0, _ = mix.sample(20_000, torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -54,7 +56,8 @@ def test_dsm_exact_score_beats_perturbed_scores(weighting):
     def loss_of(fn):
         return float(
             dsm_loss(
-                fn, process, x0, weighting=weighting, generator=torch.Generator().manual_seed(2)
+                fn, process, x0, weighting=weighting, generator=torch.Generator().manual_seed(2),
+                t_sampling=t_sampling, sigma_data=1.4,
             ).mean()
         )
 
@@ -62,6 +65,61 @@ def test_dsm_exact_score_beats_perturbed_scores(weighting):
     for bias in (0.3, -0.3):
         assert loss_of(lambda u, t, b=bias: exact(u, t) + b) > best
     assert loss_of(lambda u, t: 1.1 * exact(u, t)) > best
+
+
+class FixedOutput(nn.Module):
+    """A network returning a fixed tensor whatever its input."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, inp, t):
+        return self.out
+
+
+@pytest.mark.parametrize("process", [VP(), SubVP(), VE(sigma_max=80.0)], ids=["vp", "subvp", "ve"])
+def test_edm_weighting_is_unit_weight_on_the_network_output(process):
+    """EDM's loss ``lambda(sigma) ||D - x0||^2`` with ``D = c_skip x + c_out F`` is
+    ``||F - F_target||^2``, ``F_target = (x0 - c_skip x) / c_out``: what ``weighting='edm'``
+    gives for the ``edm`` prediction, at noise levels from ~1e-3 to the process's top."""
+    sd, n = 0.7, 64
+    gen = torch.Generator().manual_seed(0)
+    x0 = sd * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    t = torch.linspace(process.train_eps, process.T, n, dtype=torch.float64)
+    f = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    model = Parametrization(FixedOutput(f), process, "edm", sigma_data=sd)
+    loss = dsm_loss(model, process, x0, weighting="edm", t=t, sigma_data=sd,
+                    generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a, s = process.alpha(t)[:, None], process.sigma(t)[:, None]
+    sigma = s / a
+    x = x0 + sigma * eps  # the VE-equivalent state u / alpha
+    c_skip = sd**2 / (sigma**2 + sd**2)
+    c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
+    expected = ((f - (x0 - c_skip * x) / c_out) ** 2).mean(1)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_lognormal_times_reach_the_model():
+    """``t_sampling='lognormal'``: the times the model sees have ``ln sigma ~ N(p_mean, p_std)``
+    (a VE wide enough that nothing is clamped); ``uniform`` keeps uniform t."""
+    proc = VE(sigma_min=1e-4, sigma_max=1e3)
+    seen = {}
+
+    def spy(u, t):
+        seen["t"] = t
+        return torch.zeros_like(u)
+
+    x0 = torch.zeros(50_000, 1, dtype=torch.float64)
+    for weighting in ("quality", "edm"):
+        dsm_loss(spy, proc, x0, weighting=weighting, t_sampling="lognormal", p_mean=0.4,
+                 p_std=0.6, generator=torch.Generator().manual_seed(0))
+        ls = torch.log(proc.sigma(seen["t"].to(torch.float64)))
+        assert abs(float(ls.mean()) - 0.4) < 0.02 and abs(float(ls.std()) - 0.6) < 0.02
+    dsm_loss(spy, proc, x0, generator=torch.Generator().manual_seed(0))
+    t = seen["t"].to(torch.float64)
+    assert abs(float(t.mean()) - 0.5) < 0.01 and abs(float(t.var()) - 1 / 12) < 0.005
 
 
 def test_dsm_likelihood_estimators_agree_and_importance_sampling_cuts_variance():
@@ -222,3 +280,8 @@ def test_bad_choices_are_named():
         hsm_loss(lambda u, t: u, VP(), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="unknown DSM weighting"):
         dsm_loss(lambda u, t: u, VP(), torch.zeros(2, 1), weighting="nope")
+    with pytest.raises(ValueError, match="unknown t_sampling"):
+        dsm_loss(lambda u, t: u, VP(), torch.zeros(2, 1), t_sampling="nope")
+    with pytest.raises(ValueError, match="does not fit weighting 'likelihood'"):
+        dsm_loss(lambda u, t: u, VP(), torch.zeros(2, 1), weighting="likelihood",
+                 t_sampling="lognormal")

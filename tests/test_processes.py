@@ -787,8 +787,8 @@ def test_dtypes(key: str) -> None:
     ]
     for kind in proc.predictions:
         outs += [
-            proc.prediction_to_score(kind, score, u, t),
-            proc.score_to_prediction(kind, score, u, t),
+            proc.prediction_to_score(kind, score, u, t, sigma_data=0.5),
+            proc.score_to_prediction(kind, score, u, t, sigma_data=0.5),
         ]
     for out in outs:
         assert out.dtype == torch.float32 and torch.isfinite(out).all()

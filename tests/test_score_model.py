@@ -19,6 +19,9 @@ COMBOS = [
     (CLD(), "mixed", "hsm", "reweighted"),
     (CLD(), "mixed", "hsm", "likelihood"),
     (CLD(), "score", "cld_dsm", "reweighted"),
+    (VP(), "edm", "dsm", "edm"),
+    (VE(sigma_max=5.0), "edm", "dsm", "quality"),
+    (CLD(), "edm", "hsm", "reweighted"),
 ]
 
 
@@ -39,6 +42,12 @@ def test_bad_configurations_are_named():
         ScoreModel(VP(), net, (2,), objective="hsm")
     with pytest.raises(ValueError, match="valid: reweighted, likelihood"):
         ScoreModel(CLD(), MLP(4, 2, hidden=8, depth=1), (2,), weighting="quality")
+    with pytest.raises(ValueError, match="does not fit weighting 'likelihood_is'"):
+        ScoreModel(VP(), net, (2,), weighting="likelihood_is", t_sampling="lognormal")
+    with pytest.raises(ValueError, match="needs a scalar process"):
+        ScoreModel(CLD(), MLP(4, 2, hidden=8, depth=1), (2,), t_sampling="lognormal")
+    with pytest.raises(ValueError, match="valid: quality, likelihood, likelihood_is, edm"):
+        ScoreModel(VP(), net, (2,), weighting="reweighted")
     model = ScoreModel(VP(), net, (2,))
     with pytest.raises(ValueError, match=r"sample shape \(3,\)"):
         model.loss(torch.zeros(4, 3))
@@ -55,14 +64,19 @@ def _train(model: ScoreModel, steps: int, seed: int = 0) -> None:
         opt.step()
 
 
-@pytest.mark.parametrize("process", [VP(), CLD()], ids=["vp", "cld"])
-def test_short_training_learns_the_exact_score(process):
+EDM = {"prediction": "edm", "weighting": "edm", "t_sampling": "lognormal", "sigma_data": 0.67}
+
+
+@pytest.mark.parametrize("process,kw", [(VP(), {}), (CLD(), {}), (VP(), EDM),
+                                        (CLD(), {"prediction": "edm", "sigma_data": 0.67})],
+                         ids=["vp", "cld", "vp-edm", "cld-edm"])
+def test_short_training_learns_the_exact_score(process, kw):
     """After a few hundred steps the learned score is close to the oracle's, and much closer than
     at initialisation (for CLD the mixed score's analytic part is already good at init)."""
     torch.manual_seed(0)
     mix = two_mode_1d()
     net = MLP(process.k, 1, hidden=64, depth=2)
-    model = ScoreModel(process, net, (1,))
+    model = ScoreModel(process, net, (1,), **kw)
     gen = torch.Generator().manual_seed(1)
 
     def rel_error() -> float:
@@ -126,3 +140,23 @@ def test_classifier_free_guidance_combines_conditional_and_null_scores():
     plain = ScoreModel(VP(), MLP(2, 2, hidden=8, depth=1), (2,))
     with pytest.raises(ValueError, match="no class conditioning"):
         plain.score_fn(labels)
+
+
+def test_t_sampling_reaches_the_loss():
+    """``ScoreModel(t_sampling='lognormal', p_mean, p_std)``: the net sees EDM's log-normal
+    noise levels (a VE wide enough that nothing is clamped); the default stays uniform."""
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            seen["t"] = t
+            return torch.zeros_like(x)
+
+    proc = VE(sigma_min=1e-4, sigma_max=1e3)
+    x0 = torch.zeros(40_000, 1)
+    ScoreModel(proc, Spy(), (1,), t_sampling="lognormal", p_mean=0.4, p_std=0.6).loss(
+        x0, torch.Generator().manual_seed(0))
+    ls = torch.log(proc.sigma(seen["t"].double()))
+    assert abs(float(ls.mean()) - 0.4) < 0.02 and abs(float(ls.std()) - 0.6) < 0.02
+    ScoreModel(proc, Spy(), (1,)).loss(x0, torch.Generator().manual_seed(0))
+    assert abs(float(seen["t"].double().mean()) - 0.5) < 0.01

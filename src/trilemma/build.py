@@ -12,6 +12,7 @@ from .setup.build import (
     load_run,
     make_generator,
     net_kwargs,
+    resolve_from_data,
 )
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "load_run",
     "locate_run",
     "make_generator",
+    "resolve_from_data",
     "net_kwargs",
 ]

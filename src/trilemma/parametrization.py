@@ -6,11 +6,17 @@ network and hands the output to the process's one conversion
 (:meth:`~trilemma.processes.base.LinearProcess.prediction_to_score`), which returns the score on
 the noise-driven block (the convention of every sampler):
 
-- scalar processes: ``eps``, ``x0``, ``v`` or raw ``score``; the input is scaled by
+- scalar processes: ``eps``, ``x0``, ``v``, raw ``score`` or ``edm``; the input is scaled by
   ``c_in = 1/sqrt(alpha^2 sigma_data^2 + sigma^2)`` so the network sees unit-variance input for
-  VP and VE alike;
+  VP and VE alike. ``edm`` is EDM's full preconditioning (Karras et al. 2022) through the VE
+  equivalent ``sigma = sigma_t/alpha_t``, ``x = u/alpha_t``: the same ``c_in`` (it is EDM's
+  ``1/sqrt(sigma^2 + sigma_data^2)`` applied to ``x``), the time input ``c_noise = ln(sigma)/4``
+  instead of ``t``, and the output ``F`` read as ``x0_hat = c_skip x + c_out F``
+  (:mod:`trilemma.processes.precond`);
 - CLD: ``mixed`` (REFERENCE.md §2.2, ``s = -v/Sigma_vv(t) - l_t alpha_theta(u, t)``) or
-  ``score`` (``s = -l_t alpha_theta``, the ablation); the network sees ``u`` unscaled.
+  ``score`` (``s = -l_t alpha_theta``, the ablation); the network sees ``u`` unscaled. ``edm``
+  is the mixed score with each block of the input divided by its marginal std at ``t`` for data
+  of second moment ``sigma_data^2`` (the analytic part stays exact; the time input stays ``t``).
 """
 
 from __future__ import annotations
@@ -48,12 +54,26 @@ class Parametrization(nn.Module):
 
     def c_in(self, u: Tensor, t: Tensor) -> Tensor:
         """Input scale per sample, broadcast like ``u``: unit-variance network input (scalar
-        processes, float64 coefficients); 1 for CLD."""
+        processes, float64 coefficients); per block for CLD's ``edm``, else 1 for CLD."""
         p = self.process
-        if not isinstance(p, ScalarProcess):
+        if isinstance(p, ScalarProcess):
+            a, s = p.alpha(t), p.sigma(t)
+            return per_sample(torch.rsqrt(a**2 * self.sigma_data**2 + s**2), u)
+        if self.prediction != "edm":
             return torch.ones((), dtype=u.dtype, device=u.device)
-        a, s = p.alpha(t), p.sigma(t)
-        return per_sample(torch.rsqrt(a**2 * self.sigma_data**2 + s**2), u)
+        init = p.init_cov().to(t.device) + torch.diag(
+            torch.tensor([self.sigma_data**2, 0.0], dtype=torch.float64, device=t.device))
+        cov = p.marginal_cov(t, init_cov=init)
+        x = p.split(u)[0]
+        shape = x.shape[:2] + (1,) * (u.dim() - 2)
+        return torch.cat([per_sample(torch.rsqrt(cov[..., i, i]), u).expand(shape)
+                          for i in range(2)], dim=1)
+
+    def c_noise(self, t: Tensor) -> Tensor:
+        """The network's time input: ``ln(sigma)/4`` for a scalar process's ``edm``, else ``t``."""
+        if self.prediction != "edm" or not isinstance(self.process, ScalarProcess):
+            return t
+        return (-0.25 * self.process.log_snr(t)).to(t.dtype)
 
     def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The score on the noise-driven block at states ``u`` and times ``t`` (shape ``(B,)``)."""
@@ -63,5 +83,7 @@ class Parametrization(nn.Module):
             else torch.full((u.shape[0],), float(t), dtype=u.dtype, device=u.device)
         )
         inp = self.c_in(u, t) * u
-        out = self.net(inp, t) if labels is None else self.net(inp, t, labels)
-        return self.process.prediction_to_score(self.prediction, out, u, t)
+        tn = self.c_noise(t)
+        out = self.net(inp, tn) if labels is None else self.net(inp, tn, labels)
+        return self.process.prediction_to_score(self.prediction, out, u, t,
+                                                sigma_data=self.sigma_data)

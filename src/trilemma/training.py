@@ -42,6 +42,7 @@ from .setup import (
     get_setup,
     make_generator,
     memory_budget,
+    resolve_from_data,
 )
 from .train import CheckpointError, Trainer, latest_checkpoint
 from .train.distributed import DistInfo
@@ -72,9 +73,11 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def check_resume(out: Path, resolved: dict[str, Any], resume: bool) -> Path | None:
+def check_resume(out: Path, resolved: dict[str, Any], resume: bool,
+                 lenient: tuple[str, ...] = ()) -> Path | None:
     """The latest checkpoint to resume from (None: start at step 0); refuses to overwrite a
-    run without ``resume`` and to resume one whose model, data, process or seed changed."""
+    run without ``resume`` and to resume one whose model, data, process or seed changed (a
+    dotted key in ``lenient`` whose new value is ``'auto'`` is checked later, once estimated)."""
     above = blocking_file(out)
     if above is not None:
         raise RunError(f"--out {out}: {above} is a file, not a folder")
@@ -88,7 +91,8 @@ def check_resume(out: Path, resolved: dict[str, Any], resume: bool) -> Path | No
             raise RunError(f"{out / RUN_CONFIG}: expected a mapping of sections, got "
                            f"{type(saved).__name__}")
         changed = [d for key in FIXED_ON_RESUME
-                   for d in config_diff(saved.get(key), resolved.get(key), key)]
+                   for d in config_diff(saved.get(key), resolved.get(key), key)
+                   if not (d.split(":")[0] in lenient and d.endswith("-> 'auto'"))]
         old_train, new_train = saved.get("train"), resolved.get("train") or {}
         if isinstance(old_train, dict):
             changed += config_diff(old_train.get("seed"), new_train.get("seed"), "train.seed")
@@ -167,10 +171,13 @@ def _last_checkpoint_note(out: Path) -> str:
 def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
            progress: bool) -> TrainOutcome:
     """:func:`train_run` once the run is locked (or on a rank other than 0)."""
-    resolved = config.to_dict()
-    ckpt = check_resume(out, resolved, resume)
+    ckpt = check_resume(out, config.to_dict(), resume, lenient=("model.sigma_data",))
     torch.manual_seed(config.seed)
     dataset = build_dataset(config)
+    if config.model.get("sigma_data") == "auto":  # estimated from the data, stored as a number
+        config = resolve_from_data(config, dataset)
+        check_resume(out, config.to_dict(), resume)
+    resolved = config.to_dict()
     shape = data_shape_of(dataset)
     with memory_budget(device, training=True):
         model = build_model(config, shape)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..likelihood import log_likelihood
 from ..nets import count_parameters
 from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
-from ..objectives.dsm import likelihood_importance
+from ..objectives.dsm import check_t_sampling, likelihood_importance
 from ..parametrization import Parametrization
 from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
@@ -35,7 +35,11 @@ class ScoreModel(Method):
         data_shape: shape of one data sample (without batch), e.g. ``(2,)`` or ``(1, 8, 8)``.
         prediction: ``eps``/``x0``/``v``/``score``; ``mixed``/``score`` for CLD.
         objective: ``dsm`` (VP/sub-VP/VE), ``hsm`` or ``cld_dsm`` (CLD).
-        weighting: see :mod:`trilemma.objectives`.
+        weighting: see :mod:`trilemma.objectives` (``edm``: EDM's ``lambda(sigma)``, DSM only).
+        sigma_data: the data's scale (RMS) for the input scaling and the ``edm`` prediction and
+            weighting.
+        t_sampling: DSM's training times: ``uniform`` or ``lognormal`` (EDM's
+            ``ln sigma ~ N(p_mean, p_std^2)``, with the ``quality`` or ``edm`` weighting).
         label_dropout: with a class-conditional net (``net.num_classes`` set) and labelled
             batches, the probability of training a sample as unconditional (the null class), so
             one network serves classifier-free guidance.
@@ -53,6 +57,9 @@ class ScoreModel(Method):
         weighting: str | None = None,
         sigma_data: float = 0.5,
         label_dropout: float = 0.1,
+        t_sampling: str = "uniform",
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_dropout < 1.0:
@@ -72,6 +79,12 @@ class ScoreModel(Method):
                 f"weighting {weighting!r} does not fit objective {objective!r}; "
                 f"valid: {', '.join(OBJECTIVES[objective])}"
             )
+        if objective == "dsm":
+            check_t_sampling(t_sampling, weighting)
+        elif t_sampling != "uniform":
+            raise ValueError(f"t_sampling {t_sampling!r} needs a scalar process and DSM; "
+                             f"{objective} draws t uniformly")
+        self.t_sampling, self.p_mean, self.p_std = t_sampling, float(p_mean), float(p_std)
         self.process = process
         self.model = Parametrization(net, process, prediction, sigma_data)
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -111,7 +124,9 @@ class ScoreModel(Method):
             "labels": self._labels(batch, generator),
         }
         if self.objective == "dsm":
-            return dsm_loss(self.model, self.process, x0, importance=self._importance, **kw)
+            return dsm_loss(self.model, self.process, x0, importance=self._importance,
+                            t_sampling=self.t_sampling, p_mean=self.p_mean, p_std=self.p_std,
+                            sigma_data=self.model.sigma_data, **kw)
         if self.objective == "hsm":
             return hsm_loss(self.model, self.process, x0, **kw)
         return cld_dsm_loss(self.model, self.process, x0, **kw)

@@ -26,6 +26,8 @@ from .frechet import (
 )
 from .mixture import (
     SlicedReference,
+    far_outlier_share,
+    far_radius,
     mode_metrics,
     oracle_report,
     quality_radius,
@@ -74,6 +76,8 @@ __all__ = [
     "train_classifier",
     "weights_sha256",
     "SlicedReference",
+    "far_outlier_share",
+    "far_radius",
     "mode_metrics",
     "oracle_report",
     "quality_radius",

@@ -4,7 +4,7 @@
 ``lambda(sigma)``.
 """
 
-from .dsm import DSM_WEIGHTINGS, dsm_loss, likelihood_importance
+from .dsm import DSM_WEIGHTINGS, LOGNORMAL_WEIGHTINGS, T_SAMPLINGS, dsm_loss, likelihood_importance
 from .hsm import HSM_WEIGHTINGS, cld_dsm_loss, hsm_loss
 from .tsampling import ImportanceTimes, edm_loss_weight, edm_sigma_times, uniform_times
 
@@ -12,6 +12,8 @@ __all__ = [
     "DSM_WEIGHTINGS",
     "HSM_WEIGHTINGS",
     "ImportanceTimes",
+    "LOGNORMAL_WEIGHTINGS",
+    "T_SAMPLINGS",
     "cld_dsm_loss",
     "dsm_loss",
     "edm_loss_weight",

@@ -8,7 +8,17 @@ data dimensions, ``lambda(t) || s_theta(x_t, t) + eps/sigma_t ||^2`` with
   ``(1/D) int g^2 E||s - grad log p(x_t|x0)||^2 dt``, and ``D/2`` times it is the score-matching
   term of the NLL bound (Song et al. 2021, maximum likelihood training);
 - ``likelihood_is``: the same weighting with ``t`` importance-sampled from ``r(t) ∝ g^2/sigma^2``,
-  which cuts the estimator's variance; the loss carries the weight ``g^2/(sigma^2 r)``.
+  which cuts the estimator's variance; the loss carries the weight ``g^2/(sigma^2 r)``;
+- ``edm``: EDM's ``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`` on the
+  denoiser error ``||x0_hat - x0||^2`` in the VE-equivalent ``sigma = sigma_t/alpha_t``; as the
+  epsilon MSE is ``||x0_hat - x0||^2 / sigma^2``, the loss is the epsilon MSE times
+  ``1 + sigma^2/sigma_data^2``. With the ``edm`` prediction it is ``||F_theta - F_target||^2``,
+  unit weight on the network's own output at every noise level.
+
+Times: ``t_sampling = "uniform"`` draws ``t ~ U[train_eps, T]`` (``likelihood_is`` draws its
+own); ``"lognormal"`` draws EDM's ``ln sigma ~ N(p_mean, p_std^2)``
+(:func:`~trilemma.objectives.tsampling.edm_sigma_times`), for the ``quality`` and ``edm``
+weightings only (the likelihood weightings are bounds for uniform / importance-sampled ``t``).
 """
 
 from __future__ import annotations
@@ -19,9 +29,12 @@ import torch
 from torch import Tensor
 
 from ..processes.base import ScalarProcess, per_sample
-from .tsampling import ImportanceTimes, uniform_times
+from .tsampling import ImportanceTimes, edm_loss_weight, edm_sigma_times, uniform_times
 
-DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is")
+DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is", "edm")
+T_SAMPLINGS = ("uniform", "lognormal")
+#: the weightings that may use EDM's log-normal noise levels
+LOGNORMAL_WEIGHTINGS = ("quality", "edm")
 
 #: a parametrised score network ``model(u, t[, labels]) -> score`` (what the losses train)
 ScoreNet = Callable[..., Tensor]
@@ -34,6 +47,29 @@ def likelihood_importance(process: ScalarProcess) -> ImportanceTimes:
     )
 
 
+def check_t_sampling(t_sampling: str, weighting: str) -> None:
+    """A ValueError unless ``t_sampling`` is known and fits ``weighting``."""
+    if t_sampling not in T_SAMPLINGS:
+        raise ValueError(f"unknown t_sampling {t_sampling!r}; valid: {', '.join(T_SAMPLINGS)}")
+    if t_sampling == "lognormal" and weighting not in LOGNORMAL_WEIGHTINGS:
+        raise ValueError(f"t_sampling 'lognormal' does not fit weighting {weighting!r} (a "
+                         "likelihood bound needs its own t); use it with: "
+                         + ", ".join(LOGNORMAL_WEIGHTINGS))
+
+
+def _draw_times(process: ScalarProcess, n: int, weighting: str, t_sampling: str,
+                generator: torch.Generator | None, device: torch.device,
+                importance: ImportanceTimes | None, lognormal: tuple[float, float]
+                ) -> tuple[Tensor, Tensor | None]:
+    """Training times ``t`` (and the importance ratio for ``likelihood_is``)."""
+    if weighting == "likelihood_is":
+        sampler = importance if importance is not None else likelihood_importance(process)
+        return sampler.sample(n, generator, device=device)
+    if t_sampling == "lognormal":
+        return edm_sigma_times(n, process, *lognormal, generator=generator, device=device)[0], None
+    return uniform_times(n, process.train_eps, process.T, generator, device=device), None
+
+
 def dsm_loss(
     model: ScoreNet,
     process: ScalarProcess,
@@ -44,20 +80,21 @@ def dsm_loss(
     labels: Tensor | None = None,
     t: Tensor | None = None,
     importance: ImportanceTimes | None = None,
+    t_sampling: str = "uniform",
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    sigma_data: float = 0.5,
 ) -> Tensor:
     """Per-sample DSM loss (shape ``(B,)``) of a score model ``model(u, t[, labels])``."""
     if weighting not in DSM_WEIGHTINGS:
         raise ValueError(f"unknown DSM weighting {weighting!r}; valid: {', '.join(DSM_WEIGHTINGS)}")
+    check_t_sampling(t_sampling, weighting)
     if not isinstance(process, ScalarProcess):
         raise ValueError(f"DSM here is for VP/sub-VP/VE processes; use HSM for {process.name!r}")
-    n = x0.shape[0]
     ratio = None
     if t is None:
-        if weighting == "likelihood_is":
-            sampler = importance if importance is not None else likelihood_importance(process)
-            t, ratio = sampler.sample(n, generator, device=x0.device)
-        else:
-            t = uniform_times(n, process.train_eps, process.T, generator, device=x0.device)
+        t, ratio = _draw_times(process, x0.shape[0], weighting, t_sampling, generator,
+                               x0.device, importance, (p_mean, p_std))
     t = t.to(device=x0.device, dtype=x0.dtype)
     u, eps = process.perturb(x0, t, generator)
     s = model(u, t) if labels is None else model(u, t, labels)
@@ -65,6 +102,9 @@ def dsm_loss(
     residual = (sigma * s + eps).flatten(1).pow(2).mean(1)  # = sigma^2 ||s + eps/sigma||^2 / D
     if weighting == "quality":
         return residual
+    if weighting == "edm":  # sigma^2 lambda(sigma) = 1 + sigma^2 / sigma_data^2
+        sig = torch.exp(-process.log_snr(t))
+        return (sig**2 * edm_loss_weight(sig, sigma_data)).to(x0.dtype) * residual
     g2_over_s2 = (process.diffusion_sq(t) / process.sigma(t) ** 2).to(x0.dtype)
     if weighting == "likelihood":
         # (T - eps) makes both likelihood estimators estimate int g^2 E||s - target||^2 dt / D

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .precond import edm_score_coefs
 from .tensors import as_time, chol_factor, per_sample, randn_like
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -286,13 +287,16 @@ class LinearProcess(ABC):
                              f"valid predictions: {', '.join(self.predictions)}")
         return prediction
 
-    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
         """The noise-block score at ``(u, t)`` meant by a network output ``out`` of kind
-        ``prediction`` (the one conversion of network outputs every score model shares)."""
+        ``prediction`` (the one conversion of network outputs every score model shares);
+        ``sigma_data`` is read by the kinds that need the data's scale (``edm``)."""
         self.check_prediction(prediction)
         return out
 
-    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
         """Inverse of :meth:`prediction_to_score` (samplers read ``eps_hat`` this way)."""
         self.check_prediction(prediction)
         return score
@@ -391,28 +395,37 @@ class ScalarProcess(LinearProcess):
         a, s = self._alpha_sigma(t, u)
         return -(u - per_sample(a, u) * x0) / per_sample(s**2, u)
 
-    predictions = ("eps", "x0", "v", "score")
+    predictions = ("eps", "x0", "v", "score", "edm")
 
-    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
         """``eps``: ``s = -eps/sigma``; ``x0``: Tweedie inverted; ``v = alpha eps - sigma x0``
         (Salimans & Ho 2022; with ``u = alpha x0 + sigma eps``, ``eps = (sigma u + alpha v) /
         (alpha^2 + sigma^2)`` for any scalar kernel): ``s = -(u + (alpha/sigma) v) / (alpha^2 +
-        sigma^2)``; ``score`` as is."""
+        sigma^2)``; ``score`` as is; ``edm``: EDM's ``F`` with ``x0_hat = c_skip x + c_out F``
+        (:mod:`.precond`: ``s = -k_u u + k_F F``, needs ``sigma_data``)."""
         if self.check_prediction(prediction) in ("score", "x0"):
             return out if prediction == "score" else self.x0_to_score(u, t, out)
         a, s = self._alpha_sigma(t, u)
         if prediction == "eps":
             return -out / per_sample(s, out)
+        if prediction == "edm":
+            k_u, k_f = edm_score_coefs(a, s, sigma_data)
+            return per_sample(k_f, out) * out - per_sample(k_u, out) * u
         return -(u + per_sample(a / s, out) * out) / per_sample(a**2 + s**2, out)
 
-    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
         """Inverse of :meth:`prediction_to_score`: ``eps = -sigma s``, ``x0`` by Tweedie,
-        ``v = -(sigma/alpha) (u + (alpha^2 + sigma^2) s)``."""
+        ``v = -(sigma/alpha) (u + (alpha^2 + sigma^2) s)``, ``F = (s + k_u u) / k_F``."""
         if self.check_prediction(prediction) in ("score", "x0"):
             return score if prediction == "score" else self.score_to_x0(u, t, score)
         a, s = self._alpha_sigma(t, u)
         if prediction == "eps":
             return -per_sample(s, score) * score
+        if prediction == "edm":
+            k_u, k_f = edm_score_coefs(a, s, sigma_data)
+            return (score + per_sample(k_u, score) * u) / per_sample(k_f, score)
         return -per_sample(s / a, score) * (u + per_sample(a**2 + s**2, score) * score)
 
     def config(self) -> dict:

@@ -123,24 +123,28 @@ class CLD(LinearProcess):
         return 1.0 / chol[..., 1, 1]
 
     # ------------------------------------------------------------------ network outputs
-    predictions = ("mixed", "score")
+    #: ``edm`` is the mixed score with EDM-style input scaling (each block divided by its
+    #: marginal std, :class:`trilemma.parametrization.Parametrization`): the same conversion
+    predictions = ("mixed", "score", "edm")
 
     def _mixed_coefs(self, t: float | Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         """``(l_t, Sigma_vv(t))`` per sample (float64) of the HSM kernel."""
         t = self._time_batch(t, like.shape[0], like.device)
         return self.hsm_ell(t), self.marginal_cov(t)[..., 1, 1]
 
-    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor) -> Tensor:
-        """``mixed`` (REFERENCE.md §2.2): ``s = -v / Sigma_vv(t) - l_t out``, the analytic part
-        exact at ``t = 0`` and ``t = T``; ``score``: ``s = -l_t out`` (no analytic part)."""
-        mixed = self.check_prediction(prediction) == "mixed"
+    def prediction_to_score(self, prediction: str, out: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
+        """``mixed`` and ``edm`` (REFERENCE.md §2.2): ``s = -v / Sigma_vv(t) - l_t out``, the
+        analytic part exact at ``t = 0`` and ``t = T``; ``score``: ``s = -l_t out``."""
+        mixed = self.check_prediction(prediction) != "score"
         ell, svv = self._mixed_coefs(t, u)
         s = -per_sample(ell, out) * out
         return s - self.noise_part(u) / per_sample(svv, out) if mixed else s
 
-    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def score_to_prediction(self, prediction: str, score: Tensor, u: Tensor, t: Tensor,
+                            sigma_data: float | None = None) -> Tensor:
         """Inverse of :meth:`prediction_to_score`: ``out = -(s + v / Sigma_vv) / l_t``."""
-        mixed = self.check_prediction(prediction) == "mixed"
+        mixed = self.check_prediction(prediction) != "score"
         ell, svv = self._mixed_coefs(t, u)
         if mixed:
             score = score + self.noise_part(u) / per_sample(svv, score)

@@ -32,7 +32,7 @@ TAIL_COLUMNS = ("extractor_sha256", "grid", "samples_file", "error")
 METRIC_ORDER = (
     "FD-", "FID", "precision", "recall", "density", "coverage", "IS-", "sw2", "sw2_floor",
     "sw2_floor_std", "quality", "modes_covered", "n_modes", "mode_coverage", "kl_weights",
-    "spread_ratio", "spread_ratio_median", "mode_offset", "within_mode_sw2",
+    "spread_ratio", "spread_ratio_median", "mode_offset", "within_mode_sw2", "far_outliers",
 )
 #: metrics left out of the HTML table (kept in JSON/CSV)
 HIDDEN_IN_TABLE = ("mode_counts", "n_reference", "n_reference_prdc", "is_splits",
@@ -44,6 +44,7 @@ DISPLAY_NAMES = {
     "mode_coverage": "share of modes covered", "kl_weights": "mode-weight KL",
     "spread_ratio": "spread ratio", "spread_ratio_median": "spread ratio (median)",
     "mode_offset": "mode offset", "within_mode_sw2": "within-mode SW2",
+    "far_outliers": "far outliers (>6σ)",
 }
 
 

@@ -13,10 +13,12 @@ from .build import (
     build_process,
     build_train_config,
     data_shape_of,
+    estimate_sigma_data,
     load_run,
     make_generator,
     memory_budget,
     net_kwargs,
+    resolve_from_data,
 )
 from .config import (
     SECTIONS,
@@ -45,6 +47,7 @@ __all__ = [
     "build_train_config",
     "check_section",
     "data_shape_of",
+    "estimate_sigma_data",
     "fields_from_signature",
     "get_setup",
     "load_config",
@@ -57,5 +60,6 @@ __all__ = [
     "read_yaml",
     "register",
     "resolve_device",
+    "resolve_from_data",
     "validate",
 ]

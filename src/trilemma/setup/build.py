@@ -10,6 +10,7 @@ data set, trainer config, generator), and rebuilds trained models from a run fol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..data import load_dataset
+from ..errors import ConfigError
 from ..methods.base import Method
 from ..nets import build_net as _build_net
 from ..processes import LinearProcess, get_process
@@ -47,6 +49,27 @@ def build_dataset(config: Config) -> Any:
             raise ValueError(str(err)) from None
 
     return wrap_errors("data", load)
+
+
+def estimate_sigma_data(dataset: Any) -> float:
+    """The data's scale for EDM's preconditioning: the root mean square of every value of the
+    training data (the second moment EDM's ``c_skip``, ``c_out``, ``c_in`` are derived from; the
+    std for centred data), to 4 significant digits."""
+    data = dataset.data if hasattr(dataset, "data") else dataset
+    rms = float(torch.as_tensor(data).to(torch.float64).pow(2).mean().sqrt())
+    if not rms > 0:
+        raise ConfigError(["model.sigma_data: 'auto' needs data that is not all zero"])
+    return float(f"{rms:.4g}")
+
+
+def resolve_from_data(config: Config, dataset: Any) -> Config:
+    """``config`` with ``model.sigma_data: auto`` replaced by :func:`estimate_sigma_data` of the
+    training data (the same config when nothing is ``auto``): the number is what the run's
+    resolved config stores, so the run reloads without its data."""
+    if config.model.get("sigma_data") != "auto":
+        return config
+    return dataclasses.replace(config, model={**config.model,
+                                              "sigma_data": estimate_sigma_data(dataset)})
 
 
 def data_shape_of(dataset: Any) -> tuple[int, ...]:

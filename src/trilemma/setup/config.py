@@ -8,11 +8,12 @@ scalars ``seed`` and ``device``::
     process: {name: vp, beta_min: 0.1, beta_max: 20.0}
     model:
       net: {name: mlp, hidden: 256, depth: 3}   # in/out sizes come from the data
-      prediction: eps             # eps, x0, v, score (VP-type) | mixed, score (CLD)
+      prediction: eps             # eps, x0, v, score, edm (VP-type) | mixed, score, edm (CLD)
       objective: dsm              # dsm (VP-type) | hsm, cld_dsm (CLD)
-      weighting: quality          # depends on the objective
-      sigma_data: 0.5
+      weighting: quality          # depends on the objective (dsm: ..., edm)
+      sigma_data: 0.5             # or auto: the training data's RMS, stored when a run starts
       label_dropout: 0.1          # class-conditional nets: share trained as the null class
+      t_sampling: uniform         # dsm only: uniform | lognormal (+ p_mean, p_std; EDM's)
     data: {name: toy, toy: grid25, n: 50000}
     train: {steps: 5000, batch_size: 512, lr: 2.0e-3, ...}   # trilemma.train.TrainConfig
     sample: {sampler: em, nfe: 100, n: 64, options: {}}

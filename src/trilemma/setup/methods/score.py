@@ -3,21 +3,26 @@ keys, their validation against the process and data, and its builder."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ...methods.score_model import OBJECTIVES, ScoreModel
 from ...nets import NETS, build_net
+from ...objectives import LOGNORMAL_WEIGHTINGS, T_SAMPLINGS
 from ...parametrization import CLD_PREDICTIONS, SCALAR_PREDICTIONS
 from ...processes import get_process
 from ..registry import MethodSetup
-from ..schema import coerce, is_num, show, suggest
+from ..schema import ConfigError, coerce, is_num, show, suggest
 from ..sections import DERIVED_NET_KEYS, size_net, validate_subnet, wrap_errors
 
 if TYPE_CHECKING:
     from ..config import Config
 
 MODEL_KEYS = ("method", "net", "prediction", "objective", "weighting", "sigma_data",
-              "label_dropout")
+              "label_dropout", "t_sampling", "p_mean", "p_std")
+#: ``model.sigma_data: auto``: estimated from the training data when a run starts
+#: (:func:`trilemma.setup.build.resolve_from_data`), stored as a number in the run's config
+AUTO = "auto"
 
 
 def _net_fits(data: str | None) -> tuple[str | None, str]:
@@ -83,10 +88,43 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
     if obj is not None:
         w = _choice("weighting", w, OBJECTIVES[obj], f"objective {obj!r}", problems)
     out["weighting"] = w
-    out["sigma_data"] = _number("sigma_data", raw.get("sigma_data", 0.5), lambda v: v > 0,
-                                "a positive number", problems)
+    sd = raw.get("sigma_data", 0.5)
+    out["sigma_data"] = sd if sd == AUTO else _number(
+        "sigma_data", sd, lambda v: v > 0, "a positive number or 'auto'", problems)
     out["label_dropout"] = _number("label_dropout", raw.get("label_dropout", 0.1),
                                    lambda v: 0 <= v < 1, "a number in [0, 1)", problems)
+    out.update(_t_sampling(raw, is_cld, obj, w, problems))
+    return out
+
+
+def _t_sampling(raw: dict[str, Any], is_cld: bool, objective: str | None, weighting: Any,
+                problems: list[str]) -> dict[str, Any]:
+    """``t_sampling`` (and its ``p_mean``, ``p_std``): only in the resolved config when given,
+    so configs without it resolve as before."""
+    ts = raw.get("t_sampling")
+    if ts is None:
+        for key in ("p_mean", "p_std"):
+            if key in raw:
+                problems.append(f"model.{key}: only used with model.t_sampling: lognormal")
+        return {}
+    out: dict[str, Any] = {"t_sampling": _choice("t_sampling", ts, T_SAMPLINGS,
+                                                 "the DSM time sampling", problems)}
+    if ts != "lognormal":
+        for key in ("p_mean", "p_std"):
+            if key in raw:
+                problems.append(f"model.{key}: only used with model.t_sampling: lognormal")
+        return out
+    if is_cld or objective not in (None, "dsm"):
+        problems.append("model.t_sampling: 'lognormal' needs a scalar process and the dsm "
+                        "objective (EDM's noise levels sigma = sigma_t/alpha_t)")
+    elif weighting in OBJECTIVES["dsm"] and weighting not in LOGNORMAL_WEIGHTINGS:
+        problems.append(f"model.t_sampling: 'lognormal' does not fit weighting {show(weighting)} "
+                        "(a likelihood bound needs its own t); use weighting: "
+                        + " or ".join(LOGNORMAL_WEIGHTINGS))
+    out["p_mean"] = _number("p_mean", raw.get("p_mean", -1.2), math.isfinite, "a number",
+                            problems)
+    out["p_std"] = _number("p_std", raw.get("p_std", 1.2), lambda v: 0 < v < math.inf,
+                           "a positive number", problems)
     return out
 
 
@@ -102,10 +140,15 @@ def build(config: Config, data_shape: tuple[int, ...]) -> ScoreModel:
     kw = net_kwargs(config, data_shape)
     net = wrap_errors("model.net", lambda: build_net(kw))
     m = config.model
+    if m["sigma_data"] == AUTO:
+        raise ConfigError(["model.sigma_data: 'auto' is estimated from the training data when a "
+                           "run starts (trilemma.setup.resolve_from_data); give a number to "
+                           "build the model without the data"])
     return wrap_errors("model", lambda: ScoreModel(
         process, net, tuple(data_shape), prediction=m["prediction"], objective=m["objective"],
         weighting=m["weighting"], sigma_data=m["sigma_data"],
-        label_dropout=m.get("label_dropout", 0.1),
+        label_dropout=m.get("label_dropout", 0.1), t_sampling=m.get("t_sampling", "uniform"),
+        p_mean=m.get("p_mean", -1.2), p_std=m.get("p_std", 1.2),
     ))
 
 
