@@ -190,6 +190,31 @@ def test_scorers_share_one_interface():
         make_scorer(spec, features_path="clf.safetensors")
 
 
+def test_timed_sample_under_bf16_autocasts_the_network(toy):
+    """precision='bf16': the network runs under CPU bf16 autocast, samples come back float32
+    and close to the fp32 ones (same noise); an unknown precision is refused."""
+    _, run, _, _ = toy
+    model, _, _ = load_run(run, "cpu")
+    seen = []
+    lin = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    hook = lin.register_forward_hook(
+        lambda mod, args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
+    try:
+        half = timed_sample(model, 40, "em", 6, batch=20, generator=make_generator(3, "cpu"),
+                            precision="bf16", warmup=False, memory=False)
+    finally:
+        hook.remove()
+    assert seen and all(s == (True, torch.bfloat16) for s in seen)
+    full = timed_sample(model, 40, "em", 6, batch=20, generator=make_generator(3, "cpu"),
+                        warmup=False, memory=False)
+    assert half.samples.dtype == torch.float32 and bool(torch.isfinite(half.samples).all())
+    assert half.record()["precision"] == "bf16" and full.record()["precision"] == "fp32"
+    assert not torch.equal(half.samples, full.samples)
+    assert float((half.samples - full.samples).abs().max()) < 0.5
+    with pytest.raises(ValueError, match="precision"):
+        timed_sample(model, 4, "em", 6, precision="fp16")
+
+
 def test_oracle_metrics_equal_the_library_on_the_same_samples(toy):
     _, _, rep, res = toy
     run = res["runs"][0]

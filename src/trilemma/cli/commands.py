@@ -148,7 +148,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
                          generator=make_generator(args.seed, device), options=options,
-                         device=device, warmup=False, memory=False)
+                         device=device, warmup=False, memory=False,
+                         precision=args.precision)
     samples, nfe_used, seconds = drawn.samples, drawn.nfe_max, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
@@ -240,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 out_dir=out, progress=not args.quiet, options=options,
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
-                skip_unfit=len(args.runs) > 1))
+                skip_unfit=len(args.runs) > 1, precision=args.precision))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)

