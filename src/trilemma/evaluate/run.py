@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def _check_settings(n: int, batch_size: int, seed: int, nll_n: int, classifier_steps: int,
-                    reference: str, metrics: bool) -> None:
+                    reference: str, metrics: bool, precision: str = "fp32") -> None:
     """Raise :class:`EvaluationError` for settings no evaluation can use."""
     for name, val, lo in (("n", n, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
                           ("nll_n", nll_n, 0), ("classifier_steps", classifier_steps, 1)):
@@ -37,6 +37,9 @@ def _check_settings(n: int, batch_size: int, seed: int, nll_n: int, classifier_s
             raise EvaluationError(f"{name} must be an integer >= {lo}, got {val!r}")
     if reference not in ("train", "test", "all"):
         raise EvaluationError(f"reference must be 'train', 'test' or 'all', got {reference!r}")
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
     if metrics and n < MIN_SAMPLES:
         raise EvaluationError(
             f"n = {n} is too small: precision/recall (k = {DEFAULT_K_PR}) and density/coverage "
@@ -153,10 +156,8 @@ def evaluate_run(
     :func:`trilemma.report.write_report`.
     """
 
-    _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics)
-    if precision not in PRECISIONS:
-        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                              f"{precision!r}")
+    _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
+                    precision)
     reqs = as_requests(samplers, options)
     device = _resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
