@@ -241,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 out_dir=out, progress=not args.quiet, options=options,
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
-                skip_unfit=len(args.runs) > 1, precision=args.precision))
+                skip_unfit=len(args.runs) > 1, precision=args.precision,
+                bootstrap=args.bootstrap))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)

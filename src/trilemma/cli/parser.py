@@ -127,6 +127,9 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
                    "$TRILEMMA_CACHE or ~/.cache/trilemma)")
     p.add_argument("--classifier-steps", type=int, default=1500, metavar="N",
                    help="training steps of a classifier trained on the fly (default 1500)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                   help="bootstrap resamples of the samples behind every 95%% interval and "
+                   "paired comparison (reference fixed; default 200; 0: no intervals)")
     p.add_argument("--no-metrics", action="store_true",
                    help="only sample, time and draw grids (data without a labelled split)")
     p.add_argument("--label", action="append", default=[], metavar="NAME",

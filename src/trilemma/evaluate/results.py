@@ -79,13 +79,16 @@ def run_record(run_path: str | os.PathLike, label: str, method: str, saved: Any,
                **parts: Any) -> dict[str, Any]:
     """One run's record: what was evaluated (weights, config) and ``parts`` (``data``,
     ``extractor``, ``reference``, ``baseline``, ``nll``, ``rows``, ``skipped``, ``warnings``
-    (deduplicated here), ``notes``)."""
+    (deduplicated here), ``notes``, and optionally ``comparisons``: the paired differences
+    of :func:`~trilemma.evaluate.compare.paired_comparisons`)."""
     record = {"run": str(run_path), "label": label, "method": method,
               "weights": str(saved.weights), "weights_kind": saved.kind, "step": saved.step,
               "process": config.process.get("name"), "config": config.to_dict(),
               "config_summary": config.summary()}
     for key in ("data", "extractor", "reference", "baseline", "nll", "rows", "skipped"):
         record[key] = parts[key]
+    if parts.get("comparisons") is not None:
+        record["comparisons"] = parts["comparisons"]
     record["warnings"] = dedupe(parts["warnings"])
     record["notes"] = parts["notes"]
     return record

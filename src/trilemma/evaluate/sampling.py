@@ -87,7 +87,7 @@ class TimedSamples:
             "warmup_seconds": self.warmup_seconds,
             "warmup_batch": self.batch_sizes[0] if self.warmup_seconds is not None else None,
             "peak_memory_mb": None if peak is None else peak / 2**20,
-            "memory_method": self.memory_method, "precision": self.precision,
+            "memory_method": self.memory_method, "sampling_precision": self.precision,
         }
 
 
