@@ -166,14 +166,17 @@ def rank_with_ties(values: Mapping[str, float],
 
     ``values``: candidate -> value; ``differ(a, b)``: whether the difference between a and b is
     significant (None: unknown, which counts as not separated). Candidates are sorted best
-    first; the best is the ``winner`` when it differs significantly from the second, else
-    ``winner`` is None. ``tied`` holds the best and every candidate not separated from it
-    (in order; just the winner when there is one).
+    first and compared with the best in that order: ``tied`` holds the best and every next
+    candidate down to (not including) the first one the noise separates from it. ``winner``
+    is the best when it is separated from the runner-up (``tied`` is then just the winner),
+    else None: the data do not decide between the tied candidates.
     """
     order = sorted(values, key=lambda k: values[k], reverse=higher_is_better)
     if not order:
         return {"winner": None, "tied": [], "order": []}
-    best = order[0]
-    tied = [best] + [k for k in order[1:] if not differ(best, k)]
-    winner = best if len(order) == 1 or len(tied) == 1 else None
-    return {"winner": winner, "tied": tied, "order": order}
+    tied = [order[0]]
+    for k in order[1:]:
+        if differ(order[0], k):
+            break
+        tied.append(k)
+    return {"winner": order[0] if len(tied) == 1 else None, "tied": tied, "order": order}
