@@ -100,7 +100,8 @@ def train_once(seed: int, precision: str, data: torch.Tensor, x_eval: torch.Tens
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per run, then the paired bf16 - fp32 differences per seed."""
-    lines = ["| seed | precision | steps | steps/s | train loss (last 50) | held-out loss |",
+    lines = ["| seed | precision | steps | steps/s | train loss (last log interval) | "
+             "held-out loss |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['seed']} | {r['precision']} | {r['steps']} | {r['steps_per_s']:.3f} | "
               f"{r['train_loss']:.4f} | {r['held_out_loss']:.4f} |" for r in rows]
