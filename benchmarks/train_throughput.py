@@ -6,7 +6,16 @@ fp32 on the CPU, for two parameter-matched pairs of models:
 - ``8x8x1`` (batch 128): peer ``Unet(dim=32, dim_mults=(1, 2), channels=1)`` against trilemma
   ``UNet(base_channels=30, channel_mults=(1, 2), num_res_blocks=2, attn_resolutions=(4,))``;
 - ``32x32x3`` (batch 32): peer ``Unet(dim=32, dim_mults=(1, 2, 2, 2), channels=3)`` against
-  trilemma ``UNet(base_channels=30, channel_mults=(1, 2, 2, 2), num_res_blocks=2)``.
+  trilemma ``UNet(base_channels=30, channel_mults=(1, 2, 2, 2), num_res_blocks=2)``;
+- ``28x28x1`` (MNIST-sized, batch 64): peer ``Unet(dim=32, dim_mults=(1, 2, 2), channels=1)``
+  against trilemma ``UNet(base_channels=30, channel_mults=(1, 2, 2), num_res_blocks=2,
+  attn_resolutions=(7,))`` (1.41 M and 1.43 M parameters).
+
+``--precisions fp32,bf16`` times every pair in float32 and under bfloat16 autocast (the loss
+and the forward pass in ``torch.autocast(device, bfloat16)``, the backward and the Adam step
+outside it, weights float32: what ``train.precision: bf16`` does); the table then also gives
+each model's bf16 / fp32 speed-up. Whether bf16 trains as well as fp32 is measured by
+``benchmarks/bf16_loss.py`` (real MNIST, the trilemma Trainer).
 
 The peer trains through ``GaussianDiffusion(unet, image_size, timesteps=1000,
 objective='pred_noise', auto_normalize=False)`` (its loss is the batch mean of the epsilon MSE);
@@ -39,6 +48,7 @@ Usage::
 
     python benchmarks/train_throughput.py          # threads 1 and 2 (2-4 min on the 2-core box)
     python benchmarks/train_throughput.py --quick  # threads 1, fewer steps (35-85 s)
+    python benchmarks/train_throughput.py --configs 28x28x1 --precisions fp32,bf16 --threads 1,2
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -87,12 +98,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "peer": {"dim": 32, "dim_mults": (1, 2, 2, 2)},
         "ours": {"base_channels": 30, "channel_mults": (1, 2, 2, 2), "num_res_blocks": 2},
     },
+    "28x28x1": {
+        "image_size": 28,
+        "channels": 1,
+        "batch": 64,
+        "peer": {"dim": 32, "dim_mults": (1, 2, 2)},
+        "ours": {"base_channels": 30, "channel_mults": (1, 2, 2), "num_res_blocks": 2,
+                 "attn_resolutions": (7,)},
+    },
 }
+DEFAULT_CONFIGS = ("8x8x1", "32x32x3")
 
 # (warm-up steps, timed training steps, timed forward passes) per model and thread count
 BUDGET = {
-    "full": {"8x8x1": (2, 16, 12), "32x32x3": (1, 8, 6)},
-    "quick": {"8x8x1": (1, 5, 4), "32x32x3": (1, 3, 3)},
+    "full": {"8x8x1": (2, 16, 12), "32x32x3": (1, 8, 6), "28x28x1": (1, 10, 8)},
+    "quick": {"8x8x1": (1, 5, 4), "32x32x3": (1, 3, 3), "28x28x1": (1, 3, 3)},
 }
 LR = 1e-4
 PARAM_TOLERANCE = 0.10
@@ -124,6 +144,13 @@ def import_peer() -> tuple[type, type, str]:
     return Unet, GaussianDiffusion, __version__
 
 
+def amp(precision: str) -> Any:
+    """bf16 autocast on the CPU for ``precision == "bf16"``, else nothing."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def count(module: nn.Module) -> int:
     """Trainable parameter count."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -134,10 +161,10 @@ class Contender:
 
     def __init__(
         self, name: str, module: nn.Module, loss_fn: Callable[[Tensor], Tensor],
-        forward_fn: Callable[[Tensor], Tensor], params: int,
+        forward_fn: Callable[[Tensor], Tensor], params: int, precision: str = "fp32",
     ) -> None:
         self.name, self.module, self.loss_fn, self.forward_fn = name, module, loss_fn, forward_fn
-        self.params = params
+        self.params, self.precision = params, precision
         self.opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=LR)
         self.last_loss = float("nan")
 
@@ -146,8 +173,9 @@ class Contender:
         self.module.train()
         t0, c0 = time.perf_counter(), time.process_time()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(x)
-        loss.backward()
+        with amp(self.precision):
+            loss = self.loss_fn(x)
+        loss.float().backward()
         self.opt.step()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         self.last_loss = float(loss.detach())
@@ -158,15 +186,16 @@ class Contender:
         """One no-grad network evaluation of the batch (one sampler step): (wall, CPU) time."""
         self.module.eval()
         t0, c0 = time.perf_counter(), time.process_time()
-        out = self.forward_fn(x)
+        with amp(self.precision):
+            out = self.forward_fn(x)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if out.shape != x.shape:
             raise RuntimeError(f"{self.name}: forward returned {tuple(out.shape)}")
         return dt, dc
 
 
-def build(cfg: dict[str, Any], Unet: type, GaussianDiffusion: type, seed: int
-          ) -> tuple[Contender, Contender]:
+def build(cfg: dict[str, Any], Unet: type, GaussianDiffusion: type, seed: int,
+          precision: str = "fp32") -> tuple[Contender, Contender]:
     """The parameter-matched (peer, ours) pair of one configuration."""
     size, ch = cfg["image_size"], cfg["channels"]
     torch.manual_seed(seed)
@@ -181,7 +210,8 @@ def build(cfg: dict[str, Any], Unet: type, GaussianDiffusion: type, seed: int
                                          generator=torch.Generator().manual_seed(seed))
         return peer_net(x, t_fixed["t"])
 
-    peer = Contender("peer", diffusion, lambda x: diffusion(x), peer_forward, count(peer_net))
+    peer = Contender("peer", diffusion, lambda x: diffusion(x), peer_forward, count(peer_net),
+                     precision)
 
     torch.manual_seed(seed)
     our_net = UNet(ch, ch, image_size=size, dropout=0.0, **cfg["ours"])
@@ -196,26 +226,22 @@ def build(cfg: dict[str, Any], Unet: type, GaussianDiffusion: type, seed: int
         return model(x, t_ours["t"])
 
     ours = Contender("ours", model, lambda x: model.loss(x, gen).mean(), our_forward,
-                     count(our_net))
+                     count(our_net), precision)
     return peer, ours
 
 
 Timing = tuple[float, float]
 
 
-def interleave(a: Callable[[], Timing], b: Callable[[], Timing], n: int
-               ) -> tuple[list[Timing], list[Timing]]:
-    """``n`` timings of each, run in the order A B B A A B B A ... (ABBA blocks)."""
-    ta: list[Timing] = []
-    tb: list[Timing] = []
+def interleave(fns: list[Callable[[], Timing]], n: int) -> list[list[Timing]]:
+    """``n`` timings of each function, in rounds run forwards and backwards in turn
+    (A B B A A B ... for two; A B C D D C B A ... for four), so load changes hit all alike."""
+    out: list[list[Timing]] = [[] for _ in fns]
     for i in range(n):
-        if i % 2 == 0:
-            ta.append(a())
-            tb.append(b())
-        else:
-            tb.append(b())
-            ta.append(a())
-    return ta, tb
+        order = range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
+            out[k].append(fns[k]())
+    return out
 
 
 def summarize(times: list[Timing], batch: int) -> dict[str, Any]:
@@ -234,10 +260,13 @@ def summarize(times: list[Timing], batch: int) -> dict[str, Any]:
 
 
 def run_config(name: str, cfg: dict[str, Any], threads: int, budget: tuple[int, int, int],
-               peer_api: tuple[type, type, str], seed: int) -> dict[str, Any]:
-    """Build, warm up and time one configuration at one thread count."""
+               peer_api: tuple[type, type, str], seed: int,
+               precisions: tuple[str, ...] = ("fp32",)) -> list[dict[str, Any]]:
+    """Build, warm up and time one configuration at one thread count: a (peer, ours) pair per
+    precision, all of them timed in the same interleaved rounds; one result per precision."""
     torch.set_num_threads(threads)
-    peer, ours = build(cfg, peer_api[0], peer_api[1], seed)
+    pairs = [build(cfg, peer_api[0], peer_api[1], seed, prec) for prec in precisions]
+    peer, ours = pairs[0]
     ratio_params = ours.params / peer.params
     if abs(ratio_params - 1.0) > PARAM_TOLERANCE:
         print(f"warning: {name}: parameter counts differ by {100 * (ratio_params - 1):+.1f}% "
@@ -245,28 +274,32 @@ def run_config(name: str, cfg: dict[str, Any], threads: int, budget: tuple[int, 
     batch, size, ch = cfg["batch"], cfg["image_size"], cfg["channels"]
     x = torch.rand(batch, ch, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     warm, n_train, n_fwd = budget
+    models = [c for pair in pairs for c in pair]  # peer, ours of each precision in turn
     for _ in range(warm):
-        peer.train_step(x)
-        ours.train_step(x)
-        peer.forward(x)
-        ours.forward(x)
-    tp, to = interleave(lambda: peer.train_step(x), lambda: ours.train_step(x), n_train)
-    fp, fo = interleave(lambda: peer.forward(x), lambda: ours.forward(x), n_fwd)
-    for c in (peer, ours):
+        for c in models:
+            c.train_step(x)
+            c.forward(x)
+    train = interleave([lambda c=c: c.train_step(x) for c in models], n_train)
+    fwd = interleave([lambda c=c: c.forward(x) for c in models], n_fwd)
+    for c in models:
         if not torch.isfinite(torch.tensor(c.last_loss)):
-            raise RuntimeError(f"{name}: {c.name} loss is not finite")
-    res = {
-        "config": name, "threads": threads, "batch": batch,
-        "params": {"peer": peer.params, "ours": ours.params, "ratio": ratio_params},
-        "train": {"peer": summarize(tp, batch), "ours": summarize(to, batch)},
-        "forward": {"peer": summarize(fp, batch), "ours": summarize(fo, batch)},
-        "last_loss": {"peer": peer.last_loss, "ours": ours.last_loss},
-    }
-    for key in ("train", "forward"):
-        d = res[key]
-        d["ratio"] = d["ours"]["per_s"] / d["peer"]["per_s"]  # wall clock, > 1: ours faster
-        d["cpu_ratio"] = d["peer"]["cpu_s"] / d["ours"]["cpu_s"]  # CPU time, > 1: ours cheaper
-    return res
+            raise RuntimeError(f"{name}: {c.name} ({c.precision}) loss is not finite")
+    results = []
+    for i, (prec, (peer, ours)) in enumerate(zip(precisions, pairs, strict=True)):
+        tp, to, fp, fo = train[2 * i], train[2 * i + 1], fwd[2 * i], fwd[2 * i + 1]
+        res = {
+            "config": name, "threads": threads, "batch": batch, "precision": prec,
+            "params": {"peer": peer.params, "ours": ours.params, "ratio": ratio_params},
+            "train": {"peer": summarize(tp, batch), "ours": summarize(to, batch)},
+            "forward": {"peer": summarize(fp, batch), "ours": summarize(fo, batch)},
+            "last_loss": {"peer": peer.last_loss, "ours": ours.last_loss},
+        }
+        for key in ("train", "forward"):
+            d = res[key]
+            d["ratio"] = d["ours"]["per_s"] / d["peer"]["per_s"]  # wall clock, > 1: ours faster
+            d["cpu_ratio"] = d["peer"]["cpu_s"] / d["ours"]["cpu_s"]  # CPU, > 1: ours cheaper
+        results.append(res)
+    return results
 
 
 class _AllocCounter(TorchDispatchMode):
@@ -322,15 +355,16 @@ def git_commit() -> str | None:
 def table(results: list[dict[str, Any]]) -> str:
     """A markdown table of the results."""
     lines = [
-        "| config | threads | batch | params peer / ours | train steps/s peer / ours | "
+        "| config | precision | threads | batch | params peer / ours | "
+        "train steps/s peer / ours | "
         "train samples/s peer / ours | train ratio ours/peer (wall; CPU) | "
         "forward img/s peer / ours | forward ratio (wall; CPU) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         tr, fw, p = r["train"], r["forward"], r["params"]
         lines.append(
-            f"| {r['config']} | {r['threads']} | {r['batch']} | "
+            f"| {r['config']} | {r.get('precision', 'fp32')} | {r['threads']} | {r['batch']} | "
             f"{p['peer'] / 1e6:.3f} M / {p['ours'] / 1e6:.3f} M | "
             f"{tr['peer']['per_s']:.2f} / {tr['ours']['per_s']:.2f} | "
             f"{tr['peer']['samples_per_s']:.0f} / {tr['ours']['samples_per_s']:.0f} | "
@@ -338,6 +372,28 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{fw['peer']['samples_per_s']:.0f} / {fw['ours']['samples_per_s']:.0f} | "
             f"{fw['ratio']:.2f}; {fw['cpu_ratio']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def precision_table(results: list[dict[str, Any]]) -> str:
+    """bf16 / fp32 speed-up of each model (training steps/s and forward images/s), per config
+    and thread count: the rows of both precisions taken in the same run."""
+    lines = ["| config | threads | train steps/s fp32 / bf16 (ours) | train bf16 speed-up "
+             "ours; peer | forward img/s fp32 / bf16 (ours) | forward bf16 speed-up ours; peer |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    by = {(r["config"], r["threads"], r.get("precision", "fp32")): r for r in results}
+    for (name, th, prec), r32 in by.items():
+        r16 = by.get((name, th, "bf16"))
+        if prec != "fp32" or r16 is None:
+            continue
+        up = {k: {w: r16[k][w]["per_s"] / r32[k][w]["per_s"] for w in ("ours", "peer")}
+              for k in ("train", "forward")}
+        lines.append(
+            f"| {name} | {th} | {r32['train']['ours']['per_s']:.2f} / "
+            f"{r16['train']['ours']['per_s']:.2f} | {up['train']['ours']:.2f}; "
+            f"{up['train']['peer']:.2f} | {r32['forward']['ours']['samples_per_s']:.0f} / "
+            f"{r16['forward']['ours']['samples_per_s']:.0f} | {up['forward']['ours']:.2f}; "
+            f"{up['forward']['peer']:.2f} |")
     return "\n".join(lines)
 
 
@@ -353,7 +409,8 @@ def work_table(work: dict[str, dict[str, dict[str, float]]], results: list[dict[
         p, o = w["peer"], w["ours"]
         rates = "; ".join(
             f"{r['train']['peer']['gflop_per_s']:.1f} / {r['train']['ours']['gflop_per_s']:.1f} "
-            f"({r['threads']})" for r in results if r["config"] == name
+            f"({r['threads']})" for r in results
+            if r["config"] == name and r.get("precision", "fp32") == "fp32"
         )
         lines.append(
             f"| {name} | {p['train_gflop']:.2f} / {o['train_gflop']:.2f} | "
@@ -370,8 +427,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
     ap.add_argument("--threads", default=None,
                     help="comma-separated thread counts (default 1,2; --quick: 1)")
-    ap.add_argument("--configs", default=",".join(CONFIGS),
-                    help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                    help=f"comma-separated subset of {', '.join(CONFIGS)} (default "
+                    f"{','.join(DEFAULT_CONFIGS)})")
+    ap.add_argument("--precisions", default="fp32",
+                    help="comma-separated precisions to time: fp32, bf16 (default fp32)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -379,6 +439,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = [int(s) for s in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     if any(t < 1 for t in threads):
         raise SystemExit(f"--threads must be positive integers, got {args.threads!r}")
+    precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        raise SystemExit(f"--precisions: expected fp32 and/or bf16, got {args.precisions!r}")
     names = [s.strip() for s in args.configs.split(",") if s.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or not names:
@@ -397,16 +460,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for th in threads:
         for name in names:
-            r = run_config(name, CONFIGS[name], th, BUDGET[mode][name], peer_api, args.seed)
-            results.append(r)
-            print(f"{name} threads={th}: train ours/peer {r['train']['ratio']:.2f} "
-                  f"(CPU {r['train']['cpu_ratio']:.2f}) "
-                  f"({r['train']['ours']['per_s']:.2f} vs {r['train']['peer']['per_s']:.2f} "
-                  f"steps/s), forward {r['forward']['ratio']:.2f}", flush=True)
-            for who in ("peer", "ours"):  # achieved conv/matmul throughput
-                w = work[name][who]
-                r["train"][who]["gflop_per_s"] = w["train_gflop"] * r["train"][who]["per_s"]
-                r["forward"][who]["gflop_per_s"] = w["forward_gflop"] * r["forward"][who]["per_s"]
+            for r in run_config(name, CONFIGS[name], th, BUDGET[mode][name], peer_api,
+                                args.seed, tuple(precisions)):
+                results.append(r)
+                print(f"{name} {r['precision']} threads={th}: train ours/peer "
+                      f"{r['train']['ratio']:.2f} (CPU {r['train']['cpu_ratio']:.2f}) "
+                      f"({r['train']['ours']['per_s']:.2f} vs "
+                      f"{r['train']['peer']['per_s']:.2f} steps/s), forward "
+                      f"{r['forward']['ratio']:.2f}", flush=True)
+                for who in ("peer", "ours"):  # achieved conv/matmul throughput
+                    w, rt, rf = work[name][who], r["train"][who], r["forward"][who]
+                    rt["gflop_per_s"] = w["train_gflop"] * rt["per_s"]
+                    rf["gflop_per_s"] = w["forward_gflop"] * rf["per_s"]
     record = {
         "benchmark": "train_throughput",
         "mode": mode,
@@ -420,6 +485,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
         "commit": git_commit(),
         "lr": LR,
+        "precisions": precisions,
         "configs": {n: CONFIGS[n] for n in names},
         "budget": {n: dict(zip(("warmup", "train_steps", "forward_passes"), BUDGET[mode][n],
                                strict=True)) for n in names},
@@ -434,6 +500,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(table(results))
     print()
+    if "bf16" in precisions and "fp32" in precisions:
+        print(precision_table(results))
+        print()
     print(work_table(work, results))
     print(f"\nwall {record['wall_s']:.0f} s; load average {load_start} -> "
           f"{record['machine']['loadavg_end']}; wrote {path}")

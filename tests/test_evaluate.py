@@ -108,6 +108,50 @@ def test_toy_report_files_and_values(toy):
     assert int(table[2]["n"]) == N_TOY and int(table[2]["seed"]) == 4
 
 
+def test_intervals_and_paired_comparisons_in_every_output(toy):
+    """results.json: ``<metric>_ci`` next to every value (the value inside), the settings of
+    the bootstrap, the paired difference of the two rows; results.csv: the bounds as columns;
+    report.html: the intervals and the table of significant differences."""
+    _, _, rep, res = toy
+    run = res["runs"][0]
+    boot = res["settings"]["bootstrap"]
+    assert boot["repeats"] == 200 and boot["level"] == 0.95 and "fixed" in boot["reference"]
+    rows = run["rows"]
+    for m in [r["metrics"] for r in rows] + [run["baseline"]["metrics"]]:
+        for key in ("sw2", "precision", "recall", "density", "coverage"):
+            lo, hi = m[f"{key}_ci"]
+            assert lo <= m[key] <= hi, key
+        assert "quality_ci" not in m  # the oracle mode metrics get no interval
+    (pair,) = run["comparisons"]["pairs"]
+    assert (pair["a"], pair["b"], pair["a_label"], pair["b_label"]) == (0, 1, "em NFE 6",
+                                                                      "dpm2m NFE 5")
+    d = pair["metrics"]["sw2"]
+    assert d["diff"] == pytest.approx(rows[0]["metrics"]["sw2"] - rows[1]["metrics"]["sw2"])
+    assert d["significant"] == (d["ci"][0] > 0 or d["ci"][1] < 0)
+    with open(rep / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert float(table[1]["sw2_ci_lo"]) == pytest.approx(rows[0]["metrics"]["sw2_ci"][0])
+    assert float(table[0]["sw2_ci_hi"]) == pytest.approx(run["baseline"]["metrics"]["sw2_ci"][1])
+    html = (rep / "report.html").read_text()
+    assert "Significant differences" in html and "SW2: a − b" in html
+    lo, hi = rows[0]["metrics"]["sw2_ci"]
+    assert f"[{_fmt(lo, 3)}, {_fmt(hi, 3)}]" in html
+
+
+def test_no_intervals_with_bootstrap_0(toy, capsys):
+    root, run, _, _ = toy
+    rep = root / "report_noboot"
+    code, _, err = _run(capsys, "evaluate", run, "--samplers", "em:6", "--n", "20", "--out",
+                        rep, "--bootstrap", "0", "--quiet")
+    assert code == 0, err
+    res = json.loads((rep / "results.json").read_text())
+    assert not any(k.endswith("_ci") for k in res["runs"][0]["rows"][0]["metrics"])
+    assert "comparisons" not in res["runs"][0] and res["settings"]["bootstrap"]["repeats"] == 0
+    code, _, err = _run(capsys, "evaluate", run, "--samplers", "em:6", "--n", "20", "--out",
+                        root / "report_b1", "--bootstrap", "1", "--quiet")
+    assert code != 0 and "bootstrap" in err
+
+
 def test_nfe_and_timing_recorded(toy):
     _, _, _, res = toy
     rows = res["runs"][0]["rows"]
@@ -190,6 +234,32 @@ def test_scorers_share_one_interface():
         make_scorer(spec, features_path="clf.safetensors")
 
 
+def test_timed_sample_under_bf16_autocasts_the_network(toy):
+    """precision='bf16': the network runs under CPU bf16 autocast, samples come back float32
+    and close to the fp32 ones (same noise); an unknown precision is refused."""
+    _, run, _, _ = toy
+    model, _, _ = load_run(run, "cpu")
+    seen = []
+    lin = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    hook = lin.register_forward_hook(
+        lambda mod, args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
+    try:
+        half = timed_sample(model, 40, "em", 6, batch=20, generator=make_generator(3, "cpu"),
+                            precision="bf16", warmup=False, memory=False)
+    finally:
+        hook.remove()
+    assert seen and all(s == (True, torch.bfloat16) for s in seen)
+    full = timed_sample(model, 40, "em", 6, batch=20, generator=make_generator(3, "cpu"),
+                        warmup=False, memory=False)
+    assert half.samples.dtype == torch.float32 and bool(torch.isfinite(half.samples).all())
+    assert half.record()["sampling_precision"] == "bf16"
+    assert full.record()["sampling_precision"] == "fp32"
+    assert not torch.equal(half.samples, full.samples)
+    assert float((half.samples - full.samples).abs().max()) < 0.5
+    with pytest.raises(ValueError, match="precision"):
+        timed_sample(model, 4, "em", 6, precision="fp16")
+
+
 def test_oracle_metrics_equal_the_library_on_the_same_samples(toy):
     _, _, rep, res = toy
     run = res["runs"][0]
@@ -267,6 +337,13 @@ def test_digits_metrics_with_extractor_hash_and_provenance(digits, capsys):
             assert m[key] is not None and np.isfinite(m[key]), key
         assert m["FD-digits"] >= 0 and 1 <= m["IS-digits"] <= 10 and m["FD-digits_sd"] > 0
         assert "FID" not in m
+        for key in ("FD-digits", "precision", "recall", "density", "coverage", "IS-digits"):
+            lo, hi = m[f"{key}_ci"]  # every image metric has its 95% interval
+            assert lo <= m[key] <= hi, key
+    assert [p["a_label"] for p in run_rec["comparisons"]["pairs"]] == ["ddim NFE 3"]
+    assert set(run_rec["comparisons"]["pairs"][0]["metrics"]) == {
+        "FD-digits", "precision", "recall", "density", "coverage", "IS-digits"}
+    assert "FD-digits_ci" in run_rec["baseline"]["metrics"]  # the real-data row has them too
     assert run_rec["baseline"]["label"] == "real data (digits train split)"
     # n below what the metrics need: warned, in the results and in the report
     assert any("n = 12" in w and "FD-digits" in w for w in run_rec["warnings"])

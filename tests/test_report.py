@@ -20,6 +20,7 @@ from trilemma.report import (
     quality_metric,
     write_report,
 )
+from trilemma.report.plots import _yerr
 
 SHA = "ab" * 32
 
@@ -182,3 +183,42 @@ def test_one_formatter_and_metric_direction_for_report_and_bench():
                           ["error"])
     assert table == ("<table><thead><tr><th class=''>x</th></tr></thead><tbody>\n"
                      "<tr class='error'><td colspan='2'>1</td></tr>\n</tbody></table>")
+
+
+def test_intervals_and_significant_differences_in_every_output(tmp_path):
+    """Rows with ``<metric>_ci`` and a run with paired comparisons: markdown cells read
+    ``value [lo, hi]``, the CSV splits each interval into two columns, the HTML shows the
+    intervals and the significant-differences table, the plots draw error bars."""
+    res = _results()
+    run = res["runs"][0]
+    for r, ci in zip(run["rows"], ([3.0, 3.5], [1.5, 2.0], [1.2, 1.9]), strict=True):
+        r["metrics"]["FD-digits_ci"] = ci
+        r["metrics"]["recall_ci"] = [r["metrics"]["recall"] - 0.05, r["metrics"]["recall"]]
+    run["comparisons"] = {"pairs": [
+        {"a": 0, "b": 1, "a_label": "dpm2m NFE 10", "b_label": "dpm2m NFE 20", "metrics": {
+            "FD-digits": {"diff": 1.46, "ci": [1.1, 1.8], "significant": True},
+            "recall": {"diff": -0.1, "ci": [-0.2, 0.05], "significant": False}}}],
+        "excluded": ["ode NFE 123"]}
+    res["settings"]["bootstrap"] = {"repeats": 200, "seed": 1, "fid_repeats": 50,
+                                    "reference": "fixed (not resampled)", "method": "m"}
+    paths = write_report(res, tmp_path)
+    md = markdown_table(res)
+    assert "| 3.21 [3, 3.5] |" in md and "FD-digits_ci" not in md
+    with open(paths["csv"]) as fh:
+        rows = list(csv.DictReader(fh))
+    cols = list(rows[0])
+    assert cols.index("FD-digits_ci_lo") == cols.index("FD-digits") + 1
+    assert (rows[1]["FD-digits_ci_lo"], rows[1]["FD-digits_ci_hi"]) == ("3.0", "3.5")
+    assert rows[0]["FD-digits_ci_lo"] == ""  # the baseline row has no interval here
+    html = paths["html"].read_text()
+    assert "<small class='ci'>[1.5, 2]</small>" in html
+    assert "<td class='sig'>1.46<br><small>[1.1, 1.8]</small></td>" in html
+    assert "<td class='ns'>-0.1<br><small>[-0.2, 0.05]</small></td>" in html
+    assert "1 pairs, 1 significant differences" in html and "ode NFE 123" in html
+    assert "B = 200 resamples" in html
+    for key in ("quality_vs_nfe", "quality_vs_time", "diversity_vs_nfe"):
+        with Image.open(paths[key]) as img:
+            assert img.format == "PNG"
+    lo, hi = _yerr(run["rows"], "FD-digits")  # the error bars the plots draw
+    assert lo == pytest.approx([0.21, 0.25, 0.3]) and hi == pytest.approx([0.29, 0.25, 0.4])
+    assert _yerr(run["rows"], "precision") is None

@@ -120,6 +120,8 @@ def state_equal(a: dict, b: dict) -> bool:
         ("ema_warmup", 1),
         ("grad_accum", 0),
         ("bf16", "yes"),
+        ("precision", "fp16"),
+        ("precision", True),
         ("log_every", 0),
         ("ckpt_every", -1),
         ("keep_last", -1),
@@ -389,8 +391,10 @@ class Crash(Exception):
     pass
 
 
-def test_resume_is_bit_identical(tmp_path):
-    """2N straight steps == N steps, a crash, then a fresh Trainer resuming to 2N."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_is_bit_identical(tmp_path, precision):
+    """2N straight steps == N steps, a crash, then a fresh Trainer resuming to 2N (under bf16
+    autocast on the CPU too)."""
     x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
     c = cfg(
         steps=24,
@@ -407,6 +411,7 @@ def test_resume_is_bit_identical(tmp_path):
         sample_every=5,
         keep_last=2,
         seed=11,
+        precision=precision,
     )
 
     def sampler(crash_at=None):
@@ -477,6 +482,57 @@ def test_bf16_on_cpu_stays_float32(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once only
         Trainer(LinReg(), (x, y), cfg(steps=2, bf16=True), tmp_path / "b", progress=False).fit()
+
+
+class AutocastProbe(NoisyMLP):
+    """NoisyMLP that records, at every loss call, whether bf16 CPU autocast is on and the dtype
+    its network computes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, torch.dtype]] = []
+
+    def loss(self, x, generator=None):
+        out = self.net[0](torch.cat([x, x[:, :1]], dim=1))  # x is (B, 2); the net takes 3
+        self.seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return super().loss(x, generator)
+
+
+def test_precision_bf16_autocasts_on_cpu_and_keeps_float32_weights(tmp_path):
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        tr = Trainer(AutocastProbe(), x, cfg(steps=6, precision=prec, sample_every=3),
+                     tmp_path / prec, progress=False,
+                     sample_fn=lambda m, step, out: m.seen.append(
+                         (torch.is_autocast_enabled("cpu"), None)))
+        out = tr.fit()
+        runs[prec] = tr
+        assert math.isfinite(out["loss"]) and out["skipped_steps"] == 0
+        assert {p.dtype for p in tr.model.parameters()} == {torch.float32}
+        assert {v.dtype for v in tr.ema.state_dict().values() if v.is_floating_point()} == {
+            torch.float32}
+    train_seen = [s for s in runs["bf16"].model.seen if s[1] is not None]
+    assert train_seen and all(s == (True, torch.bfloat16) for s in train_seen)
+    assert all(s == (False, torch.float32) for s in runs["fp32"].model.seen if s[1] is not None)
+    # the periodic samples are drawn under the run's precision too
+    assert [s[0] for s in runs["bf16"].model.seen if s[1] is None] == [True, True]
+    # bf16 arithmetic really changed the result (same seed, data and noise otherwise)
+    assert not state_equal(runs["fp32"].model.state_dict(), runs["bf16"].model.state_dict())
+
+
+def test_precision_default_keeps_old_configs_and_legacy_bf16(tmp_path):
+    assert TrainConfig().precision == "fp32"
+    old = cfg().to_dict()
+    old.pop("precision")  # a config written before the key existed
+    assert TrainConfig.from_dict(old).precision == "fp32"
+    assert TrainConfig.from_dict(old) == cfg()
+    from trilemma.train.config import autocast_device
+
+    assert autocast_device(cfg(bf16=True), "cuda") and not autocast_device(cfg(bf16=True), "cpu")
+    assert autocast_device(cfg(precision="bf16"), "cpu")
+    assert not autocast_device(cfg(), "cpu") and not autocast_device(cfg(), "cuda")
 
 
 def test_a_one_loss_model_is_a_single_phase(tmp_path):

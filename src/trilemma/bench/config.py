@@ -36,6 +36,9 @@ class BenchConfig:
     headline_n: int | None = 20000
     headline_seeds: tuple[int, ...] = (0, 1, 2)
     headline_nfes: tuple[int, ...] = (10, 20)
+    #: SW2 bootstrap resamples behind the headline's comparisons when it rests on one seed
+    #: (with two or more seeds the seeds' spread decides; trilemma.bench.summary)
+    bootstrap: int = 200
     diffusers: bool = True
     diffusers_mixtures: tuple[str, ...] = ("grid25",)
     overhead: bool = True

@@ -112,11 +112,36 @@ def overhead_table(results: dict) -> str:
             + md_table(["kind", "sampler", "µs per step"], rows))
 
 
+def _difference_text(d: dict) -> str:
+    """``a − b = diff [lo, hi] (how)`` of one SW2 comparison."""
+    ci = d.get("ci")
+    span = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else " (no interval)"
+    return f"{d['a']} − {d['b']} = {d['diff']:+.4f}{span}" + (f", {d['by']}" if d.get("by")
+                                                                else "")
+
+
+def _ranking_text(kind: str, b: dict) -> str:
+    """Who is best of one kind: the winner, or the samplers the noise does not separate."""
+    rank = b.get("ranking")
+    if rank is None:  # results written before rankings existed
+        return f"best {kind} = {b['sampler']}"
+    diffs = rank["differences"]
+    if rank["winner"] is not None:
+        why = f" (separated from the runner-up: {_difference_text(diffs[0])})" if diffs else ""
+        return f"best {kind} = {b['sampler']}{why}"
+    names = ", ".join(rank["tied"])
+    shown = "; ".join(_difference_text(d) for d in diffs if d["b"] in rank["tied"])
+    return (f"no single best {kind} sampler: {names} are tied within the noise ({shown}); "
+            f"lowest mean {b['sampler']}")
+
+
 def _best_text(kind: str, b: dict) -> str:
     """The best sampler of one kind at one headline NFE, as a sentence."""
     us = b["us_per_step"]
-    return (f"best {kind} = {b['sampler']}: SW2 {b['sw2']:.4f} ± {b['sw2_std']:.4f} over "
-            f"{b['n_seeds']} seeds (spread ratio {fmt(b['spread_ratio'], 3)}, median-radius "
+    seeds = (f"± {b['sw2_std']:.4f} over {b['n_seeds']} seeds" if b["n_seeds"] > 1
+             else "(one seed)")
+    return (f"{_ranking_text(kind, b)}: SW2 {b['sw2']:.4f} {seeds} (spread ratio "
+            f"{fmt(b['spread_ratio'], 3)}, median-radius "
             f"ratio {fmt(b['spread_ratio_median'], 3)}, share within 3 sigma "
             f"{b['quality']:.3f}, within-mode SW2 {fmt(b['within_mode_sw2'], 3)}, "
             f"{b['modes_covered']:.4g} modes, {'?' if us is None else f'{us:.0f}'} µs/step);")
@@ -130,8 +155,14 @@ def _headline_entry_text(key: str, entry: dict) -> str:
     if "sw2_diff_per_seed" in entry:
         parts.append("paired SW2 difference per seed: "
                      + ", ".join(f"{d:+.4f}" for d in entry["sw2_diff_per_seed"]))
+    if "sw2_difference" in entry:
+        d = entry["sw2_difference"]
+        parts.append("best trilemma − best diffusers: "
+                     + _difference_text({**d, "a": "SW2", "b": "SW2"}).split(" = ", 1)[1]
+                     + ("; significant" if d["significant"] else "; not significant"))
     parts += [f"{flag}={entry[flag]}" for flag in (
-        "trilemma_beats_diffusers_sw2", "trilemma_better_on_every_seed",
+        "trilemma_beats_diffusers_sw2", "trilemma_vs_diffusers_significant",
+        "trilemma_better_on_every_seed",
         "spread_ratio_in_0.8_1.25", "overhead_not_larger") if flag in entry]
     if "best_trilemma_in_spread_range" in entry:
         b = entry["best_trilemma_in_spread_range"]

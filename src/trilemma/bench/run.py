@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..metrics.bootstrap import bootstrap_counts
 from ..metrics.mixture import SlicedReference, oracle_report, sw2_noise_floor
 from ..oracle import GaussianMixture, get_mixture
 from ..processes import get_process
@@ -31,7 +33,7 @@ from .peer import (
     diffusers_version,
     run_diffusers,
 )
-from .summary import headline
+from .summary import Replicates, headline
 
 
 # ---------------------------------------------------------------------- helpers
@@ -224,12 +226,15 @@ def _references(cfg: BenchConfig, mixtures: dict[str, GaussianMixture],
     return references, sizes
 
 
-def _run_one(step: tuple, mix: GaussianMixture, n: int, reference: SlicedReference) -> dict:
-    """One planned run (see :func:`_plan`) as a record; a sampler failure is kept as ``error``."""
+def _run_one(step: tuple, mix: GaussianMixture, n: int, reference: SlicedReference
+             ) -> tuple[dict, Tensor | None]:
+    """One planned run (see :func:`_plan`) as a record, and its samples (None when the sampler
+    failed; the failure is kept as ``error``)."""
     set_name, kind, mname, pname, sname, nfe, seed = step
     process = get_process(pname)
     record = {"set": set_name, "kind": kind, "mixture": mname, "process": pname,
               "sampler": sname, "nfe_budget": nfe, "seed": seed, "n": n}
+    samples = None
     try:
         if kind == "trilemma":
             samples, info = run_trilemma(mix, process, sname, nfe, n, seed)
@@ -239,7 +244,32 @@ def _run_one(step: tuple, mix: GaussianMixture, n: int, reference: SlicedReferen
         record.update(_evaluate(mix, samples, reference))
     except (FloatingPointError, ValueError, RuntimeError) as err:
         record["error"] = f"{type(err).__name__}: {err}"
-    return record
+        samples = None
+    return record, samples
+
+
+def _headline_source(cfg: BenchConfig) -> tuple[str, bool]:
+    """The set the headline reads (headline, else main) and whether it rests on one seed
+    (then its comparisons need SW2 bootstrap replicates of the runs' samples)."""
+    if _has_headline_set(cfg):
+        return "headline", len(cfg.headline_seeds) == 1
+    return "main", True
+
+
+def _replicates(kept: dict[tuple, tuple[Tensor, SlicedReference]], repeats: int) -> Replicates:
+    """SW2 bootstrap replicates of the kept runs ``(kind, sampler, nfe, seed)``, computed when
+    first asked for (the headline compares only a few candidates) and cached."""
+    cache: dict[tuple, np.ndarray | None] = {}
+
+    def reps(kind: str, sampler: str, nfe: int | None, seed: int) -> np.ndarray | None:
+        key = (kind, sampler, nfe, seed)
+        if key not in cache:
+            got = kept.get(key)
+            cache[key] = None if got is None or repeats < 2 else got[1].sw2_replicates(
+                got[0], bootstrap_counts(len(got[0]), repeats))
+        return cache[key]
+
+    return reps
 
 
 def run_benchmark(cfg: BenchConfig | None = None, progress: bool = False) -> dict:
@@ -252,14 +282,21 @@ def run_benchmark(cfg: BenchConfig | None = None, progress: bool = False) -> dic
                                "overhead": []}
     mixtures = {m: get_mixture(m) for m in cfg.mixtures}
     references, sizes = _references(cfg, mixtures, results)
+    source, one_seed = _headline_source(cfg)
+    kept: dict[tuple, tuple[Tensor, SlicedReference]] = {}
     bar = tqdm(plan, desc="oracle benchmark", disable=not progress)
     for step in bar:
-        set_name, _, mname, pname, sname, nfe, _ = step
+        set_name, kind, mname, pname, sname, nfe, seed = step
         bar.set_postfix_str(f"{set_name}/{mname}/{pname}/{sname}/{nfe}")
-        results["runs"].append(_run_one(step, mixtures[mname], sizes[(set_name, mname)],
-                                        references[(set_name, mname)]))
+        rec, samples = _run_one(step, mixtures[mname], sizes[(set_name, mname)],
+                                references[(set_name, mname)])
+        results["runs"].append(rec)
+        if (one_seed and samples is not None and (set_name, mname, pname) == (source, "grid25",
+                                                                              "vp")
+                and nfe in cfg.headline_nfes):
+            kept[(kind, sname, nfe, seed)] = (samples, references[(set_name, mname)])
     if cfg.overhead:
         results["overhead"] = measure_overhead(cfg)
-    results["headline"] = headline(results)
+    results["headline"] = headline(results, reps=_replicates(kept, cfg.bootstrap))
     results["seconds_total"] = time.perf_counter() - t_start
     return results

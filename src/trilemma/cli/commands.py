@@ -155,7 +155,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
                              generator=make_generator(args.seed, device), options=options,
-                             device=device, warmup=False, memory=False)
+                             device=device, warmup=False, memory=False,
+                             precision=args.precision)
     except ValueError as err:  # the sampler refuses an option value (eta=-3, order=7, ...)
         where = f"--opt (sampler {sampler})" if options else f"--sampler {sampler}"
         raise CLIError(f"{where}: {err}") from None
@@ -254,7 +255,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 out_dir=out, progress=not args.quiet, options=options,
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
-                skip_unfit=len(args.runs) > 1))
+                skip_unfit=len(args.runs) > 1, precision=args.precision,
+                bootstrap=args.bootstrap))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)

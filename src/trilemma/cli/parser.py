@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per sampler call (default: all at once)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    _add_precision(p)
 
     p = sub.add_parser("info", help="describe a run or checkpoint",
                        description="Print step, process, net, parameter count and config.")
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(sub)
     _add_features_parser(sub)
     return parser
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    """``--precision``: sample in float32 or under bf16 autocast."""
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="fp32 (default) or bf16: sample under bfloat16 autocast on the device "
+                   "(CPU or CUDA; faster on CPUs with bf16 instructions; the sampler's own "
+                   "updates stay float32)")
 
 
 def _add_evaluate_parser(sub: Any, listing: str) -> None:
@@ -118,12 +127,16 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
                    "$TRILEMMA_CACHE or ~/.cache/trilemma)")
     p.add_argument("--classifier-steps", type=int, default=1500, metavar="N",
                    help="training steps of a classifier trained on the fly (default 1500)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                   help="bootstrap resamples of the samples behind every 95%% interval and "
+                   "paired comparison (reference fixed; default 200; 0: no intervals)")
     p.add_argument("--no-metrics", action="store_true",
                    help="only sample, time and draw grids (data without a labelled split)")
     p.add_argument("--label", action="append", default=[], metavar="NAME",
                    help="display name of each run, in order (repeatable; default: folder name)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -2,10 +2,12 @@
 with the features of its held-out split.
 
 The Fréchet distance ``FD-<dataset>`` (**not** FID), precision / recall (k = 3), density /
-coverage (k = 5) and the classifier Inception score ``IS-<dataset>``, with ``FD-<dataset>_sd``,
-the standard deviation of the Fréchet distance over 20 bootstrap resamples of the samples
-(reference fixed). Samples are clamped to [-1, 1] first (as writing them as images would). FID
-proper only with Inception weights on disk (``inception=PATH`` or ``'auto'``; never downloaded).
+coverage (k = 5) and the classifier Inception score ``IS-<dataset>``, each with a 95% bootstrap
+interval ``<key>_ci`` (:mod:`trilemma.metrics.bootstrap`: the samples resampled, the reference
+fixed), and ``FD-<dataset>_sd``, the standard deviation of the Fréchet distance over those
+resamples (over 20 when intervals are off). Samples are clamped to [-1, 1] first (as writing
+them as images would). FID proper only with Inception weights on disk (``inception=PATH`` or
+``'auto'``; never downloaded).
 
 Classifier cache: without ``features_path`` a classifier is trained for the run's data set
 (fixed seed 0, ``classifier_steps`` steps) and cached in ``cache_dir`` (shared by all runs:
@@ -25,6 +27,12 @@ import torch
 from torch import Tensor
 
 from ..data import binarize
+from ..metrics.bootstrap import (
+    DEFAULT_REPEATS,
+    fd_replicates,
+    is_replicates,
+    prdc_replicates,
+)
 from ..metrics.features import (
     InceptionFeatures,
     InceptionUnavailableError,
@@ -33,7 +41,8 @@ from ..metrics.features import (
     load_classifier,
     train_classifier,
 )
-from ..metrics.frechet import frechet_distance, gaussian_stats
+from ..metrics.frechet import FrechetReference, frechet_distance, gaussian_stats
+from ..metrics.prdc import prdc_incidence
 from ..metrics.reference import compare_to_reference, reference_stats
 from ..train import CheckpointError
 from .common import EvaluationError
@@ -43,8 +52,11 @@ from .scoring import Scorer, quiet_warning
 #: classifier trained when none is given: steps and seed (cached per data set and size)
 DEFAULT_CLASSIFIER_STEPS = 1500
 CLASSIFIER_SEED = 0
-#: bootstrap resamples for the Fréchet distance's standard deviation
+#: bootstrap resamples for the Fréchet distance's standard deviation when no intervals are
+#: computed (with intervals, ``FD-<dataset>_sd`` is the spread of their replicates)
 FD_BOOTSTRAP = 20
+#: at most this many bootstrap resamples for FID's interval (2048-d features)
+FID_REPEATS = 50
 
 
 def get_classifier(
@@ -138,18 +150,30 @@ def image_metrics(
     inception_reference: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """FD-<dataset>, PRDC and IS-<dataset> of images (plus FID with Inception) and warnings."""
+    out, msgs, _ = measure_images(samples, clf, reference, inception, inception_reference)
+    return out, msgs
 
-    x = samples.clamp(-1.0, 1.0)
+
+def _classifier_metrics(x: Tensor, clf: Any, reference: dict[str, Any],
+                        counts: np.ndarray | None, fd_ref: FrechetReference | None
+                        ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+    """FD-<dataset> (and its bootstrap sd), PRDC and IS-<dataset> on the classifier's features
+    and logits, with their replicates for the rows of ``counts``."""
     feats, logits = features_and_logits(clf, x)
     comp = compare_to_reference(reference, feats, warn=False)
-    name = comp["metric"]
-    out: dict[str, Any] = {name: comp["fd"],
-                           f"{name}_sd": fd_bootstrap_sd(reference, feats)}
+    name, is_name = comp["metric"], f"IS-{clf.dataset}"
+    splits = min(10, len(x))
+    reps: dict[str, np.ndarray] = {}
+    if counts is not None:
+        reps[name] = fd_replicates(fd_ref or FrechetReference(reference["mu"], reference["cov"]),
+                                   feats, counts)
+        reps.update(prdc_replicates(prdc_incidence(reference["features"], feats), counts))
+        reps[is_name] = is_replicates(logits, counts, splits)
+    out: dict[str, Any] = {name: comp["fd"], f"{name}_sd": (
+        float(np.std(reps[name], ddof=1)) if name in reps else fd_bootstrap_sd(reference, feats))}
     for key in ("precision", "recall", "density", "coverage"):
         out[key] = comp[key]
     msgs = list(comp["warnings"])
-    is_name = f"IS-{clf.dataset}"
-    splits = min(10, len(x))
     out[is_name], out[f"{is_name}_std"] = inception_score(logits, splits=splits)
     out["is_splits"] = splits
     msg = quiet_warning(is_name, len(x))
@@ -157,12 +181,34 @@ def image_metrics(
         msgs.append(msg)
     out["n_reference"] = comp["n_ref"]
     out["n_reference_prdc"] = comp.get("prdc_n_real")
+    return out, msgs, reps
+
+
+def measure_images(
+    samples: Tensor,
+    clf: Any,
+    reference: dict[str, Any],
+    inception: Any = None,
+    inception_reference: dict[str, Any] | None = None,
+    counts: np.ndarray | None = None,
+    fd_refs: tuple[FrechetReference | None, FrechetReference | None] = (None, None),
+) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+    """:func:`image_metrics` plus the bootstrap replicates of FD-<dataset>, PRDC and IS (and of
+    FID, from the first :data:`FID_REPEATS` rows of ``counts``: each costs a 2048-d
+    eigendecomposition). ``fd_refs``: the classifier's and Inception's reference Gaussians
+    with their square roots computed once (:class:`FrechetReference`)."""
+    x = samples.clamp(-1.0, 1.0)
+    out, msgs, reps = _classifier_metrics(x, clf, reference, counts, fd_refs[0])
     if inception is not None and inception_reference is not None:
         f_inc = extract_features(inception, x, batch_size=50)
         comp_i = compare_to_reference(inception_reference, f_inc, with_prdc=False, warn=False)
         out[comp_i["metric"]] = comp_i["fd"]
         msgs.extend(comp_i["warnings"])
-    return out, msgs
+        if counts is not None:
+            ref_i = fd_refs[1] or FrechetReference(inception_reference["mu"],
+                                                   inception_reference["cov"])
+            reps[comp_i["metric"]] = fd_replicates(ref_i, f_inc, counts[:FID_REPEATS])
+    return out, msgs, reps
 
 
 class ImageScorer(Scorer):
@@ -180,8 +226,9 @@ class ImageScorer(Scorer):
         classifier_steps: int = DEFAULT_CLASSIFIER_STEPS,
         device: str | torch.device = "cpu",
         progress: bool = False,
+        repeats: int = DEFAULT_REPEATS,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, repeats)
         if features_path is not None and spec.problem and inception is None:
             raise EvaluationError(f"--features: {spec.problem}")
         if spec.problem:
@@ -196,9 +243,11 @@ class ImageScorer(Scorer):
         self.reference = dict(self.ref["provenance"])
         self.reference["cache"] = self.ref["cache"]
         self.reference["path"] = self.ref["path"]
-        self.inception = self.inception_ref = None
+        self.fd_ref = FrechetReference(self.ref["mu"], self.ref["cov"])
+        self.inception = self.inception_ref = self.fid_ref = None
         if inception is not None:
             self._set_up_inception(inception, cache_dir, device, progress)
+            self.fid_ref = FrechetReference(self.inception_ref["mu"], self.inception_ref["cov"])
         self.warnings.append(
             f"{self.extractor['metric_name']} is the Fréchet distance of features of a "
             f"classifier trained on {spec.name} (SHA-256 {self.extractor['sha256'][:12]}...), "
@@ -219,9 +268,11 @@ class ImageScorer(Scorer):
         self.extractor["inception"] = {"path": str(self.inception.path),
                                        "sha256": self.inception.fingerprint}
 
-    def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
-        """:func:`image_metrics` against the reference."""
-        return image_metrics(x, self.clf, self.ref, self.inception, self.inception_ref)
+    def measure(self, x: Tensor, counts: np.ndarray | None
+                ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+        """:func:`measure_images` against the reference."""
+        return measure_images(x, self.clf, self.ref, self.inception, self.inception_ref,
+                              counts, (self.fd_ref, self.fid_ref))
 
     def baseline(self, n: int, seed: int) -> dict[str, Any]:
         """``n`` images of the other split (train, or test for a train reference), binarised

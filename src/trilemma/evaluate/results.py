@@ -79,13 +79,16 @@ def run_record(run_path: str | os.PathLike, label: str, method: str, saved: Any,
                **parts: Any) -> dict[str, Any]:
     """One run's record: what was evaluated (weights, config) and ``parts`` (``data``,
     ``extractor``, ``reference``, ``baseline``, ``nll``, ``rows``, ``skipped``, ``warnings``
-    (deduplicated here), ``notes``)."""
+    (deduplicated here), ``notes``, and optionally ``comparisons``: the paired differences
+    of :func:`~trilemma.evaluate.compare.paired_comparisons`)."""
     record = {"run": str(run_path), "label": label, "method": method,
               "weights": str(saved.weights), "weights_kind": saved.kind, "step": saved.step,
               "process": config.process.get("name"), "config": config.to_dict(),
               "config_summary": config.summary()}
     for key in ("data", "extractor", "reference", "baseline", "nll", "rows", "skipped"):
         record[key] = parts[key]
+    if parts.get("comparisons") is not None:
+        record["comparisons"] = parts["comparisons"]
     record["warnings"] = dedupe(parts["warnings"])
     record["notes"] = parts["notes"]
     return record
@@ -93,9 +96,10 @@ def run_record(run_path: str | os.PathLike, label: str, method: str, saved: Any,
 
 def results_dict(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: int, seed: int,
             batch_size: int, device: str, reference_split: str, nll_n: int, metrics: bool,
-            classifier_steps: int, cache_dir: Path) -> dict[str, Any]:
+            classifier_steps: int, cache_dir: Path,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results dict of one run (``format``, ``created``, ``settings``, ``environment``,
-    ``runs: [record]``)."""
+    ``runs: [record]``); ``extra`` settings (precision, bootstrap) join ``settings``."""
     return {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -105,7 +109,7 @@ def results_dict(record: dict[str, Any], reqs: Sequence[SamplerRequest], *, n: i
                      "samplers": [{"sampler": r.name, "nfe": r.nfe, "options": r.options}
                                   for r in reqs],
                      "timing": "first batch untimed (warm-up); wall seconds of the other "
-                               "batches / their samples"},
+                               "batches / their samples", **(extra or {})},
         "environment": environment(device),
         "runs": [record],
     }

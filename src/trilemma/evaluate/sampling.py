@@ -6,7 +6,10 @@ the method counted it), wall seconds and peak memory. With ``warmup=True`` (eval
 batch is an untimed warm-up whose samples are kept (they come from the same stream) and whose
 peak memory is measured; when ``n`` fits in one batch one extra batch is drawn from the seed
 plus one (discarded) to be timed. With ``warmup=False`` (``trilemma sample``) every batch is
-timed.
+timed. ``precision="bf16"`` runs the sampler under bfloat16 autocast on the model's device (CPU
+or CUDA): the network's matrix products and convolutions in bf16, the sampler's own state
+updates in float32 (autocast leaves elementwise arithmetic alone); samples are returned as
+float32 either way.
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ if TYPE_CHECKING:
     from ..methods.base import Method
 
 
+#: sampling precisions (:func:`timed_sample`'s ``precision``)
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision="bf16"``, nothing for ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @dataclass
 class TimedSamples:
     """Samples and how they were drawn (see the module docstring)."""
@@ -42,6 +58,7 @@ class TimedSamples:
     warmup_seconds: float | None = None  # the untimed first batch (None without warm-up)
     peak_memory_bytes: int | None = None
     memory_method: str = ""
+    precision: str = "fp32"
 
     @property
     def nfe(self) -> int | float:
@@ -70,7 +87,7 @@ class TimedSamples:
             "warmup_seconds": self.warmup_seconds,
             "warmup_batch": self.batch_sizes[0] if self.warmup_seconds is not None else None,
             "peak_memory_mb": None if peak is None else peak / 2**20,
-            "memory_method": self.memory_method,
+            "memory_method": self.memory_method, "sampling_precision": self.precision,
         }
 
 
@@ -98,12 +115,14 @@ def timed_sample(
     memory: bool = True,
     progress: bool = False,
     desc: str | None = None,
+    precision: str = "fp32",
 ) -> TimedSamples:
     """Draw ``n`` samples with ``model.sample(size, sampler, nfe, generator=, **options)`` in
     batches of ``batch`` (None: one batch), timed and synchronised (module docstring).
 
     ``device``: where to synchronise and measure memory (default: the model's). ``memory``:
-    measure peak memory over the first batch. Sampler errors propagate unchanged.
+    measure peak memory over the first batch. ``precision``: ``"fp32"`` or ``"bf16"``
+    (autocast, module docstring). Sampler errors propagate unchanged.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -111,16 +130,17 @@ def timed_sample(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     dev = torch.device(device) if device is not None else _model_device(model)
+    precision_context(precision, dev)  # checks the name before any sampling
     opts = dict(options or {})
     sizes = [min(batch, n - s) for s in range(0, n, batch)]
     out = TimedSamples(samples=torch.empty(0), nfes=[], steps=None, seconds=0.0,
-                       timed_samples=0, batch_sizes=sizes)
+                       timed_samples=0, batch_sizes=sizes, precision=precision)
     chunks: list[Tensor] = []
 
     def draw(size: int, gen: torch.Generator | None) -> tuple[Tensor, float]:
         _sync(dev)
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(precision, dev):
             res = model.sample(size, sampler, nfe, generator=gen, **opts)
         _sync(dev)
         seconds = time.perf_counter() - t0

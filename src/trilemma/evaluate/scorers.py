@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..metrics.bootstrap import DEFAULT_REPEATS
 from .common import EvaluationError, default_cache_dir
 from .dataspec import DataSpec
 from .images import DEFAULT_CLASSIFIER_STEPS, ImageScorer
@@ -27,12 +28,14 @@ def make_scorer(
     classifier_steps: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    repeats: int = DEFAULT_REPEATS,
 ) -> Scorer:
     """The scorer of ``spec``'s data with its reference set up: :class:`ImageScorer`,
     :class:`ToyScorer`, or :class:`NoScorer` when ``metrics`` is off.
 
     ``features_path``/``inception`` (a classifier, FID's Inception network) are for images
-    only; ``n`` sizes the toy reference; ``cache_dir`` holds classifiers and reference stats.
+    only; ``n`` sizes the toy reference; ``cache_dir`` holds classifiers and reference stats;
+    ``repeats``: bootstrap resamples behind every interval (0: none).
     """
     if not metrics:
         return NoScorer(spec)
@@ -41,7 +44,7 @@ def make_scorer(
                            reference_split=reference_split,
                            cache_dir=cache_dir or default_cache_dir(),
                            classifier_steps=classifier_steps or DEFAULT_CLASSIFIER_STEPS,
-                           device=device, progress=progress)
+                           device=device, progress=progress, repeats=repeats)
     if features_path is not None:
         raise EvaluationError(f"--features: the classifier features are for image data; "
                               f"this run's data is the 2-D/low-D toy {spec.name!r} "
@@ -49,4 +52,4 @@ def make_scorer(
     if inception is not None:
         raise EvaluationError(f"--inception: FID needs image data; this run's data is the "
                               f"toy {spec.name!r}")
-    return ToyScorer(spec, n, progress)
+    return ToyScorer(spec, n, progress, repeats)

@@ -3,18 +3,23 @@
 A :class:`Scorer` is built once per run by :func:`make_scorer` (which sets up its reference:
 classifier features of the held-out split for images, exact oracle samples for toys) and then
 scores each sampler's samples (:meth:`Scorer.score`) and real data (:meth:`Scorer.baseline`,
-what a perfect model would score at that n). Image scoring lives in :mod:`.images`, toy scoring
-in :mod:`.toys`; :class:`NoScorer` is what ``--no-metrics`` gets.
+what a perfect model would score at that n), each value with a 95% bootstrap interval
+(:mod:`trilemma.metrics.bootstrap`: the samples resampled, the reference fixed). Image scoring
+lives in :mod:`.images`, toy scoring in :mod:`.toys`; :class:`NoScorer` is what
+``--no-metrics`` gets.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics.bootstrap import DEFAULT_REPEATS, bootstrap_counts, with_intervals
 from ..metrics.reference import SampleSizeWarning, min_samples_warning
 from .common import MIN_SAMPLES, finite
 from .dataspec import DataSpec
@@ -27,34 +32,71 @@ def quiet_warning(metric: str, n: int, dim: int | None = None) -> str | None:
         return min_samples_warning(metric, n, dim)
 
 
+Replicates = dict[str, np.ndarray]
+
+
+@dataclass
+class Scored:
+    """What :meth:`Scorer.scored` returns: the metrics (with ``<key>_ci`` intervals), warnings,
+    the number of non-finite samples, and the bootstrap replicates of each metric with an
+    interval (for paired comparisons: every sample finite means the rows' resamples line up)."""
+
+    metrics: dict[str, Any]
+    warnings: list[str]
+    bad: int
+    replicates: Replicates = field(default_factory=dict)
+
+    @property
+    def pairable(self) -> bool:
+        """Whether the replicates may be paired with another row's (no sample dropped)."""
+        return self.bad == 0 and bool(self.replicates)
+
+
 class Scorer:
     """Scores samples of one run's data against a fixed reference.
 
     Attributes (JSON-safe, for the run record): ``extractor`` (the feature network, or None),
     ``reference`` (the reference's provenance, or None), ``warnings`` (set-up warnings every
-    number of this run carries).
+    number of this run carries). ``repeats``: bootstrap resamples behind each interval
+    (:mod:`trilemma.metrics.bootstrap`; 0: no intervals).
     """
 
-    def __init__(self, spec: DataSpec) -> None:
+    def __init__(self, spec: DataSpec, repeats: int = DEFAULT_REPEATS) -> None:
         self.spec = spec
         self.extractor: dict[str, Any] | None = None
         self.reference: dict[str, Any] | None = None
         self.warnings: list[str] = []
+        self.repeats = repeats
 
-    def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
-        """Metrics of finite samples ``x`` (at least :data:`MIN_SAMPLES`) and warnings."""
+    def measure(self, x: Tensor, counts: np.ndarray | None
+                ) -> tuple[dict[str, Any], list[str], Replicates]:
+        """Metrics of finite samples ``x`` (at least :data:`MIN_SAMPLES`), warnings, and the
+        bootstrap replicates of the metrics that get intervals (one per row of ``counts``,
+        :func:`~trilemma.metrics.bootstrap.bootstrap_counts`; none when ``counts`` is None)."""
         raise NotImplementedError
 
-    def score(self, samples: Tensor) -> tuple[dict[str, Any], list[str], int]:
-        """``(metrics, warnings, number of non-finite samples)``: the metrics use the finite
-        samples only; NaN/inf values become None (JSON-safe)."""
+    def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
+        """Metrics of finite samples ``x`` and warnings (no intervals)."""
+        m, w, _ = self.measure(x, None)
+        return m, w
+
+    def scored(self, samples: Tensor) -> Scored:
+        """Metrics of the finite samples with 95% bootstrap intervals ``<key>_ci`` (NaN/inf
+        values become None, JSON-safe), warnings, the non-finite count and the replicates."""
         ok = torch.isfinite(samples.reshape(len(samples), -1)).all(dim=1)
         bad = int((~ok).sum())
         x = samples[ok]
         if len(x) < MIN_SAMPLES:
-            return {}, [f"only {len(x)} finite samples: no metrics"], bad
-        m, w = self.metrics(x)
-        return {k: finite(v) for k, v in m.items()}, w, bad
+            return Scored({}, [f"only {len(x)} finite samples: no metrics"], bad)
+        counts = bootstrap_counts(len(x), self.repeats) if self.repeats else None
+        m, w, reps = self.measure(x, counts)
+        m = with_intervals({k: finite(v) for k, v in m.items()}, reps)
+        return Scored(m, w, bad, reps)
+
+    def score(self, samples: Tensor) -> tuple[dict[str, Any], list[str], int]:
+        """``(metrics, warnings, number of non-finite samples)`` of :meth:`scored`."""
+        s = self.scored(samples)
+        return s.metrics, s.warnings, s.bad
 
     def baseline(self, n: int, seed: int) -> dict[str, Any] | None:
         """Real data scored the same way (``label``, ``n``, ``metrics``, ``warnings``)."""
@@ -68,10 +110,10 @@ class Scorer:
 class NoScorer(Scorer):
     """Metrics off: samples are only counted for non-finite values."""
 
-    def score(self, samples: Tensor) -> tuple[dict[str, Any], list[str], int]:
-        """``({}, [], number of non-finite samples)``."""
+    def scored(self, samples: Tensor) -> Scored:
+        """No metrics; the number of non-finite samples."""
         ok = torch.isfinite(samples.reshape(len(samples), -1)).all(dim=1)
-        return {}, [], int((~ok).sum())
+        return Scored({}, [], int((~ok).sum()))
 
     def baseline(self, n: int, seed: int) -> None:
         """No baseline without metrics."""

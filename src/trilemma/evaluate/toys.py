@@ -3,7 +3,8 @@
 On toys drawn from an oracle mixture (``data.name: toy`` with ``data.toy`` in
 :data:`trilemma.oracle.MIXTURES`): :func:`~trilemma.metrics.mixture.oracle_report` against a
 fixed set of exact samples (SW2 with the noise floor of a perfect sampler, share within 3 sigma,
-modes covered, mode-weight KL, spread ratio, ...) and PRDC on the raw coordinates. Other toys
+modes covered, mode-weight KL, spread ratio, ...) and PRDC on the raw coordinates; SW2 and PRDC
+get 95% bootstrap intervals (:mod:`trilemma.metrics.bootstrap`). Other toys
 (swiss roll, ...) get SW2 and PRDC against fresh data samples. The baseline is fresh exact
 samples (or fresh data) scored the same way.
 """
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics.bootstrap import DEFAULT_REPEATS, prdc_replicates
 from ..metrics.mixture import SlicedReference, oracle_report, random_directions, sw2_noise_floor
-from ..metrics.prdc import prdc
+from ..metrics.prdc import prdc, prdc_incidence
 from .common import finite
 from .dataspec import DataSpec
 from .scoring import Scorer, quiet_warning
@@ -34,9 +37,9 @@ class ToyScorer(Scorer):
     """Oracle metrics (mixtures) or SW2 (other toys) and PRDC against fixed exact (oracle) or
     data reference samples of a toy, for ``n`` samples at a time."""
 
-    def __init__(self, spec: DataSpec, n: int, progress: bool = False) -> None:
-
-        super().__init__(spec)
+    def __init__(self, spec: DataSpec, n: int, progress: bool = False,
+                 repeats: int = DEFAULT_REPEATS) -> None:
+        super().__init__(spec, repeats)
         self.mixture = spec.mixture
         m = TOY_REFERENCE_FACTOR * n
         ref = spec.toy_points(m, torch.Generator().manual_seed(TOY_REFERENCE_SEED),
@@ -68,10 +71,20 @@ class ToyScorer(Scorer):
                 "seed": TOY_FLOOR_SEED, "n": n, "m": m},
         }
 
-    def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
-        """Oracle metrics (mixtures) or SW2 (other toys), plus PRDC on the raw coordinates."""
-
+    def measure(self, x: Tensor, counts: np.ndarray | None
+                ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+        """Oracle metrics (mixtures) or SW2 (other toys), plus PRDC on the raw coordinates;
+        replicates of SW2 and PRDC for the rows of ``counts``."""
         x = x.to(torch.float64)
+        out, msgs = self._values(x)
+        reps: dict[str, np.ndarray] = {}
+        if counts is not None:
+            reps["sw2"] = self.sliced.sw2_replicates(x, counts)
+            reps.update(prdc_replicates(prdc_incidence(self.prdc_real, x), counts))
+        return out, msgs, reps
+
+    def _values(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
+        """The metrics of float64 samples ``x`` and the PRDC sample-size warning."""
         out: dict[str, Any] = {}
         if self.mixture is not None:
             rep = oracle_report(self.mixture, x, reference_samples=self.sliced)

@@ -123,3 +123,51 @@ def frechet_distance_features(features1: ArrayLike, features2: ArrayLike) -> flo
     mu1, c1 = gaussian_stats(features1)
     mu2, c2 = gaussian_stats(features2)
     return frechet_distance(mu1, c1, mu2, c2)
+
+
+class FrechetReference:
+    """A reference Gaussian ``(mu, cov)`` with ``cov^{1/2}`` computed once, to score many
+    feature sets (bootstrap replicates) against it: each distance then costs one symmetric
+    eigenvalue decomposition (of ``C_ref^{1/2} C C_ref^{1/2}``) instead of two.
+
+    ``FrechetReference(mu, cov).distance(mu2, cov2)`` equals ``frechet_distance(mu, cov, mu2,
+    cov2)`` up to round-off.
+    """
+
+    def __init__(self, mu: ArrayLike, cov: ArrayLike) -> None:
+        self.mu, self.cov = _check_stats(mu, cov, "")
+        self.sqrt_cov = _psd_sqrt(self.cov)
+        self.trace = float(torch.trace(self.cov))
+
+    def distance_weighted(self, x: Tensor, w: Tensor, x_sqrt: Tensor | None = None) -> float:
+        """Fréchet distance of the Gaussian fit of the rows of ``x (n, d)`` counted ``w (n,)``
+        times (a bootstrap resample: ``sum(w) = n``) to the reference, without forming the
+        resample. When fewer rows are counted than there are dimensions, the eigenvalues come
+        from the small Gram matrix of the counted rows (same nonzero eigenvalues as
+        ``C_ref^{1/2} C C_ref^{1/2}``); pass ``x_sqrt = x @ C_ref^{1/2}`` to reuse it."""
+        n = float(w.sum())
+        mu = (w @ x) / n
+        xc = x - mu
+        tr_cov = float((w * (xc**2).sum(dim=1)).sum()) / (n - 1)
+        mean_term = float(((self.mu - mu) ** 2).sum())
+        nz = w > 0
+        if int(nz.sum()) < x.shape[1]:
+            xs = x_sqrt if x_sqrt is not None else x @ self.sqrt_cov
+            a = w[nz].sqrt()[:, None] * (xs[nz] - mu @ self.sqrt_cov)
+            eig = torch.linalg.eigvalsh(a @ a.T / (n - 1))
+        else:
+            cov = (xc * w[:, None]).T @ xc / (n - 1)
+            m = self.sqrt_cov @ (0.5 * (cov + cov.T)) @ self.sqrt_cov
+            eig = torch.linalg.eigvalsh(0.5 * (m + m.T))
+        tr_sqrt = float(eig.clamp(min=0.0).sqrt().sum())
+        return max(mean_term + self.trace + tr_cov - 2.0 * tr_sqrt, 0.0)
+
+    def distance(self, mu: Tensor, cov: Tensor) -> float:
+        """Fréchet distance of ``N(mu, cov)`` (float64 CPU tensors, not re-checked) to the
+        reference; >= 0."""
+        m = self.sqrt_cov @ cov @ self.sqrt_cov
+        eig = torch.linalg.eigvalsh(0.5 * (m + m.T))
+        tr_sqrt = float(eig.clamp(min=0.0).sqrt().sum())
+        fd = float(((self.mu - mu) ** 2).sum()) + self.trace + float(torch.trace(cov)) \
+            - 2.0 * tr_sqrt
+        return max(fd, 0.0)

@@ -154,6 +154,48 @@ class SlicedReference:
         xs = _sorted_rows(self.directions.T @ x.T)
         return float(math.sqrt(_w2sq_1d_sorted(xs, self.sorted).mean()))
 
+    def sw2_replicates(self, x: Tensor, counts: np.ndarray) -> np.ndarray:
+        """SW2 of reweighted copies of ``x (n, d)``: row b of ``counts (B, n)`` says how often
+        each sample appears in copy b (a bootstrap resample: each row sums to n). Every copy
+        equals ``sw2(x[idx])`` for the indices it counts, but the projections are sorted once:
+        a copy's sorted projections are the sorted ones repeated by its counts."""
+        x = _as_samples(x, "x", self.dim)
+        proj = (self.directions.T @ x.T).numpy()  # (P, n)
+        order = np.argsort(proj, axis=1, kind="stable")
+        xs = np.take_along_axis(proj, order, axis=1)
+        n = x.shape[0]
+        blocks = self._block_sums(n)
+        out = np.empty(len(counts))
+        for b, c in enumerate(np.asarray(counts)):
+            if int(c.sum()) != n:
+                raise ValueError(f"counts row {b} sums to {int(c.sum())}, expected n = {n}")
+            cs = c[order]  # (P, n): counts in each projection's sorted order
+            if blocks is None:
+                rep = np.repeat(xs.ravel(), cs.ravel()).reshape(xs.shape)
+                w2sq = _w2sq_1d_sorted(rep, self.sorted)
+            else:
+                # m = f n: rank r of the copy meets reference ranks f r .. f r + f - 1, so
+                # W2^2 = (f sum_r rep_r^2 - 2 sum_r rep_r S_r) / m + mean(y^2) with S_r the
+                # block sums; sample k fills ranks cum_{k-1} .. cum_k - 1 of the copy
+                cum_s, mean_sq, f = blocks
+                at = np.cumsum(cs, axis=1) + (np.arange(len(cs)) * (n + 1))[:, None]
+                seg = np.take(cum_s, at) - np.take(cum_s, at - cs)  # flat: rows of n + 1
+                w2sq = (f * (proj**2 @ c) - 2.0 * (xs * seg).sum(axis=1)) / self.n + mean_sq
+            out[b] = math.sqrt(max(float(w2sq.mean()), 0.0))
+        return out
+
+    def _block_sums(self, n: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """When the reference size is a multiple ``f`` of ``n``: the cumulative sums (a leading
+        0, then ``(P, n)``) of the sorted reference projections summed over blocks of ``f``
+        ranks, the mean of their squares ``(P,)`` and ``f`` (so the W2 of an n-point set needs
+        no merge of quantile levels)."""
+        if self.n % n:
+            return None
+        f = self.n // n
+        s1 = self.sorted.reshape(self.sorted.shape[0], n, f).sum(axis=2)
+        cum_s = np.concatenate([np.zeros((s1.shape[0], 1)), np.cumsum(s1, axis=1)], axis=1)
+        return cum_s, (self.sorted**2).mean(axis=1), f
+
 
 def sw2_noise_floor(
     mixture: GaussianMixture,

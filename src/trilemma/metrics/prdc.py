@@ -19,6 +19,8 @@ over the real-fake distances. Radii get a relative slack of ``RADIUS_RTOL`` = 1e
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -175,6 +177,49 @@ def prdc(
     r, f = _prepare(real, fake, chunk_size, dtype)
     out = _scan(r, f, k_pr, k_dc, chunk_size)
     return {**out, "n_real": r.shape[0], "n_fake": f.shape[0], "k_pr": k_pr, "k_dc": k_dc}
+
+
+def prdc_incidence(
+    real: Tensor | np.ndarray,
+    fake: Tensor | np.ndarray,
+    k_pr: int = DEFAULT_K_PR,
+    k_dc: int = DEFAULT_K_DC,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, Any]:
+    """Which fake falls in which ball: the pieces :func:`prdc` sums, kept per sample so that
+    the metrics of any reweighting of the fakes (a bootstrap resample) follow without
+    recomputing a distance (:func:`trilemma.metrics.bootstrap.prdc_replicates`).
+
+    Returns ``in_real_pr`` (M,) bool: fake j inside some real ball of radius k_pr;
+    ``dens_count`` (M,): the number of real k_dc-balls holding fake j; ``cover`` and ``recall``,
+    each a pair ``(fake index, real index)`` of int64 arrays: fake j inside real i's k_dc-ball,
+    real i inside fake j's k_pr-ball (radii of the full fake set); and ``n_real``, ``n_fake``,
+    ``k_pr``, ``k_dc``. Summed with unit weights they give exactly :func:`prdc`'s values.
+    """
+    _check_k(k_pr, "k_pr")
+    _check_k(k_dc, "k_dc")
+    r, f = _prepare(real, fake, chunk_size, torch.float64)
+    n, m = r.shape[0], f.shape[0]
+    _check_enough(n, max(k_pr, k_dc), "real")
+    _check_enough(m, k_pr, "fake")
+    radii = knn_radii(r, (k_pr, k_dc), chunk_size) * (1.0 + RADIUS_RTOL)
+    rad_fake = knn_radii(f, k_pr, chunk_size) * (1.0 + RADIUS_RTOL)
+    in_pr = torch.zeros(m, dtype=torch.bool)
+    dens = torch.zeros(m, dtype=torch.long)
+    cover: list[Tensor] = []
+    recall: list[Tensor] = []
+    for start in range(0, m, chunk_size):
+        d = torch.cdist(f[start : start + chunk_size], r).cpu()
+        in_dc = d <= radii[:, 1].cpu()[None, :]
+        in_pr[start : start + chunk_size] = (d <= radii[:, 0].cpu()[None, :]).any(dim=1)
+        dens[start : start + chunk_size] = in_dc.sum(dim=1)
+        cover.append(torch.nonzero(in_dc) + torch.tensor([start, 0]))
+        recall.append(torch.nonzero(d <= rad_fake[start : start + chunk_size, None].cpu())
+                      + torch.tensor([start, 0]))
+    cov_ij, rec_ij = torch.cat(cover).numpy(), torch.cat(recall).numpy()
+    return {"in_real_pr": in_pr.numpy(), "dens_count": dens.numpy(),
+            "cover": (cov_ij[:, 0], cov_ij[:, 1]), "recall": (rec_ij[:, 0], rec_ij[:, 1]),
+            "n_real": n, "n_fake": m, "k_pr": k_pr, "k_dc": k_dc}
 
 
 def precision_recall(

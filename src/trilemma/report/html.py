@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .format import escape, fmt, higher_is_better, html_cell, html_table
-from .tables import DISPLAY_NAMES, PathLike, metric_keys, quality_metric, table_rows
+from .tables import (
+    DISPLAY_NAMES,
+    PathLike,
+    interval_text,
+    metric_keys,
+    metric_rank,
+    quality_metric,
+    table_rows,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
@@ -25,7 +33,8 @@ table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
 th{background:#f0f0f0;position:sticky;top:0}
 td.l,th.l{text-align:left}tr.baseline td{background:#f6f6e8;font-style:italic}
-tr.error td{background:#fde8e8}td.best{font-weight:bold}
+tr.error td{background:#fde8e8}td.best{font-weight:bold}td.sig{background:#dff0d8}
+small.ci,td.ns small{color:#666}
 .warn{background:#fff6d6;border:1px solid #e5c100;padding:8px 12px;margin:10px 0}
 .warn li{margin:3px 0}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}
 .grids{display:flex;flex-wrap:wrap;gap:14px}.grids figure{margin:0;text-align:center}
@@ -109,7 +118,9 @@ def results_table_html(results: dict[str, Any]) -> str:
         for k in keys:
             v = r.get(k)
             bold = best[k] is not None and v == best[k] and r["kind"] == "sample"
-            cells.append(html_cell(escape(fmt(v)), cls="best" if bold else None))
+            ci = interval_text(r.get(f"{k}_ci"))
+            text = escape(fmt(v)) + (f"<br><small class='ci'>{escape(ci)}</small>" if ci else "")
+            cells.append(html_cell(text, cls="best" if bold else None))
         body.append(cells)
     classes = ["baseline" if r["kind"] == "baseline" else ("error" if r.get("error") else "")
                for r in rows]
@@ -210,9 +221,13 @@ GLOSSARY = (
     ("FD-<dataset>", "Fréchet distance between Gaussian fits of the samples' and the reference's "
      "features from a classifier trained on the data set (lower is better). Not FID: another "
      "network, and biased upward at small n (compare only at equal n, same classifier)."),
-    ("FD-<dataset>_sd", "standard deviation of FD-<dataset> over 20 bootstrap resamples of "
-     "the samples (reference fixed): differences between samplers smaller than about twice "
-     "this are noise."),
+    ("[lo, hi]", "under a value: its 95% bootstrap interval — the samples resampled with "
+     "replacement (B in the header), the reference fixed; the percentile interval shifted by "
+     "the bootstrap's bias so that it is centred on the value. It says how much the value "
+     "moves with the draw of n samples; rows of one run are compared in the table of "
+     "significant differences (paired), not by overlapping intervals."),
+    ("FD-<dataset>_sd", "standard deviation of FD-<dataset> over the same bootstrap resamples "
+     "(20 when intervals are off)."),
     ("FID", "the same on Inception-v3 pool features; standard protocol: 50k samples."),
     ("precision / recall", "k = 3 nearest-neighbour balls (Kynkäänniemi et al. 2019): share of "
      "samples inside the real data's manifold (fidelity) / share of real data inside the "
@@ -257,8 +272,69 @@ def _settings_html(results: dict[str, Any]) -> str:
         ("samples per sampler n", s.get("n")), ("seed", s.get("seed")),
         ("batch size", s.get("batch_size")), ("device", s.get("device")),
         ("reference split", s.get("reference_split")), ("timing", s.get("timing")),
+        ("sampling precision", s.get("sampling_precision")),
+        ("intervals", _bootstrap_text(s.get("bootstrap"))),
         ("environment", ", ".join(f"{k} {v}" for k, v in env.items())),
     ])
+
+
+def _bootstrap_text(boot: dict[str, Any] | None) -> str | None:
+    """The header line on the intervals (None when the report has none)."""
+    if not boot or not boot.get("repeats"):
+        return None
+    return (f"95% bootstrap, B = {boot['repeats']} resamples of the samples (FID: "
+            f"{boot.get('fid_repeats')}), reference {boot.get('reference', 'fixed')}, seed "
+            f"{boot.get('seed')}: {boot.get('method')}")
+
+
+#: at most this many pairs per run are listed in full; beyond, only significant ones
+MAX_PAIRS = 40
+
+
+def _pair_cells(pair: dict[str, Any], keys: list[str]) -> list[str]:
+    """One comparison row: the two rows, then each metric's difference and interval."""
+    cells = [html_cell(escape(pair["a_label"]), cls="l"),
+             html_cell(escape(pair["b_label"]), cls="l")]
+    for k in keys:
+        d = pair["metrics"].get(k)
+        if d is None:
+            cells.append(html_cell(escape(fmt(None))))
+            continue
+        text = f"{escape(fmt(d['diff'], 3))}<br><small>{escape(interval_text(d['ci']))}</small>"
+        cells.append(html_cell(text, cls="sig" if d["significant"] else "ns"))
+    return cells
+
+
+def comparisons_html(results: dict[str, Any]) -> str:
+    """Per run, the paired differences ``a - b`` of every metric with an interval (row a minus
+    row b, both from the same prior noise): significant ones (the 95% interval excludes 0)
+    shaded."""
+    parts = []
+    for run in results["runs"]:
+        comp = run.get("comparisons") or {}
+        pairs = comp.get("pairs") or []
+        if not pairs:
+            continue
+        keys = sorted({k for p in pairs for k in p["metrics"]}, key=metric_rank)
+        shown = pairs if len(pairs) <= MAX_PAIRS else [
+            p for p in pairs if any(d["significant"] for d in p["metrics"].values())]
+        n_sig = sum(d["significant"] for p in pairs for d in p["metrics"].values())
+        head = [html_cell("a", "th", "l"), html_cell("b", "th", "l")] + [
+            html_cell(escape(f"{DISPLAY_NAMES.get(k, k)}: a − b"), "th") for k in keys]
+        note = (f"{len(pairs)} pairs, {n_sig} significant differences"
+                + (f"; only the {len(shown)} pairs with one are listed"
+                   if len(shown) < len(pairs) else "")
+                + (f"; left out (failed or non-finite samples): {', '.join(comp['excluded'])}"
+                   if comp.get("excluded") else ""))
+        parts.append(f"<h3>{escape(run['label'])} ({escape(run['method'])})</h3>"
+                     f"<p><small>{escape(note)}</small></p>"
+                     + html_table(head, [_pair_cells(p, keys) for p in shown]))
+    if not parts:
+        return "<p>no paired comparisons (intervals off, or fewer than two scored rows)</p>"
+    return ("<p>Rows of one run share their prior noise (same seed), so each pair is compared "
+            "by a paired bootstrap of the difference a − b (the same resampled indices in "
+            "both rows). Shaded: significant, the 95% interval excludes 0 (lower is better "
+            "for FD and SW2, higher for the others).</p>" + "\n".join(parts))
 
 
 def html_report(results: dict[str, Any], out_dir: PathLike, plots: dict[str, Path]) -> str:
@@ -272,7 +348,8 @@ def html_report(results: dict[str, Any], out_dir: PathLike, plots: dict[str, Pat
               "<p><small>Baseline rows (shaded): real data scored the same way at the "
               "given n — what a perfect model would score. Bold: best sampler per column. "
               "ms / sample: warm wall-clock time at the batch size above. Peak MB: see "
-              "memory_method in results.csv.</small></p>", "<h2>Plots</h2>"]
+              "memory_method in results.csv.</small></p>",
+              "<h2>Significant differences</h2>", comparisons_html(results), "<h2>Plots</h2>"]
     parts += plot_images(plots, ("quality_vs_time", "quality_vs_nfe", "diversity_vs_nfe"))
     parts += [_run_header(run, results.get("settings", {})) for run in results["runs"]]
     parts += ["<h2>Samples</h2>", _grids_html(results, Path(out_dir))]

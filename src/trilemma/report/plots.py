@@ -1,4 +1,5 @@
-"""Figures of a report: quality and diversity vs NFE, quality vs seconds per sample.
+"""Figures of a report: quality and diversity vs NFE, quality vs seconds per sample, each value
+with its 95% bootstrap interval as an error bar when the results have one (``<key>_ci``).
 
 The helpers (:func:`pyplot`, :data:`MARKERS`, :func:`finish`, :func:`no_data`,
 :func:`log_if_wide`) are shared with the oracle benchmark's figures in
@@ -106,6 +107,20 @@ def _baseline_lines(ax: Any, run: dict[str, Any], key: str, color: Any) -> None:
                        label="all modes")
 
 
+def _yerr(rows: list[dict[str, Any]], key: str) -> list[list[float]] | None:
+    """Matplotlib ``yerr`` (distances below and above each value) of the rows' 95% intervals
+    ``<key>_ci``; None when no row has one (zero-length bars for rows without)."""
+    lo, hi, any_ci = [], [], False
+    for r in rows:
+        m = r["metrics"]
+        ci = m.get(f"{key}_ci")
+        ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
+        any_ci = any_ci or ok
+        lo.append(max(m[key] - ci[0], 0.0) if ok else 0.0)
+        hi.append(max(ci[1] - m[key], 0.0) if ok else 0.0)
+    return [lo, hi] if any_ci else None
+
+
 def _subtitle(results: dict[str, Any]) -> str:
     s = results.get("settings", {})
     return f"n = {s.get('n')}, seed {s.get('seed')}, batch {s.get('batch_size')}, " \
@@ -123,9 +138,10 @@ def _nfe_lines(ax: Any, run: dict[str, Any], key: str, color: Any,
         ys = [r["metrics"][key] for r in mine]
         values += ys
         adaptive = all(r.get("adaptive") or r.get("nfe_budget") is None for r in mine)
-        ax.plot(xs, ys, ls="" if adaptive else "-", marker=markers[lab],
-                ms=9 if adaptive else 6, color=color, label=f"{run['label']}: {lab}"
-                + (" (adaptive)" if adaptive else ""))
+        ax.errorbar(xs, ys, yerr=_yerr(mine, key), ls="" if adaptive else "-",
+                    marker=markers[lab], ms=9 if adaptive else 6, color=color, capsize=2.5,
+                    elinewidth=0.9, label=f"{run['label']}: {lab}"
+                    + (" (adaptive)" if adaptive else ""))
         ax.annotate(lab, (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 2),
                     fontsize=6.5, color=color)
     return values
@@ -162,8 +178,9 @@ def _time_points(ax: Any, run: dict[str, Any], key: str, color: Any,
     for i, r in enumerate(rows):
         x, y = r["seconds_per_sample"], r["metrics"][key]
         values.append(y)
-        ax.scatter([x], [y], color=color, marker=markers[r["label"]], s=30,
-                   label=f"{run['label']} ({run['method']})" if i == 0 else None)
+        ax.errorbar([x], [y], yerr=_yerr([r], key), color=color, marker=markers[r["label"]],
+                    ms=5.5, ls="", capsize=2.5, elinewidth=0.9,
+                    label=f"{run['label']} ({run['method']})" if i == 0 else None)
         ax.annotate(f"{r['label']} {fmt(r['nfe'], 3)}", (x, y), textcoords="offset points",
                     xytext=(4, 3), fontsize=6.5, color=color)
     return values

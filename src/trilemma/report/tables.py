@@ -25,7 +25,7 @@ BASE_COLUMNS = (
     "nfe_min", "nfe_max", "steps", "n", "seed", "batch_size", "seconds_per_sample",
     "samples_per_second",
     "timed_samples", "timed_seconds", "warmup_seconds", "warmup_batch", "peak_memory_mb",
-    "memory_method", "n_nonfinite",
+    "memory_method", "sampling_precision", "n_nonfinite",
 )
 TAIL_COLUMNS = ("extractor_sha256", "grid", "samples_file", "error")
 #: metric columns in display order (prefix match for the named ones such as FD-digits)
@@ -48,16 +48,29 @@ DISPLAY_NAMES = {
 }
 
 
-def _metric_rank(key: str) -> tuple[int, str]:
-    """Sort key of a metric column: its place in METRIC_ORDER, spreads after the metric."""
+#: what follows a metric's name in the columns derived from it, in column order
+SUFFIXES = ("_ci_lo", "_ci_hi", "_ci", "_std", "_sd")
+
+
+def metric_rank(key: str) -> tuple[int, str]:
+    """Sort key of a metric column: its place in METRIC_ORDER; its interval bounds, then its
+    spread right after the metric itself."""
+    suffix = next((i + 1 for i, s in enumerate(SUFFIXES) if key.endswith(s)), 0)
+    base = key[: -len(SUFFIXES[suffix - 1])] if suffix else key
     for i, prefix in enumerate(METRIC_ORDER):
-        if key == prefix or (prefix.endswith("-") and key.startswith(prefix)):
-            return (i * 2 + (1 if key.endswith(("_std", "_sd")) else 0), key)
-    return (len(METRIC_ORDER) * 2, key)
+        if base == prefix or (prefix.endswith("-") and base.startswith(prefix)):
+            return (i * (len(SUFFIXES) + 1) + suffix, key)
+    return (len(METRIC_ORDER) * (len(SUFFIXES) + 1), key)
+
+
+def is_interval_key(key: str) -> bool:
+    """Whether ``key`` holds a metric's 95% interval ``[lo, hi]`` (``<metric>_ci``)."""
+    return key.endswith("_ci")
 
 
 def metric_keys(results: dict[str, Any], include_hidden: bool = True) -> list[str]:
-    """All metric names in the rows and baselines, in display order."""
+    """All metric names in the rows and baselines, in display order. Without hidden keys,
+    the intervals ``<metric>_ci`` are left out too (tables print them with their metric)."""
     keys: list[str] = []
     for run in results["runs"]:
         recs = [r.get("metrics") or {} for r in run["rows"]]
@@ -65,9 +78,45 @@ def metric_keys(results: dict[str, Any], include_hidden: bool = True) -> list[st
             recs.append(run["baseline"].get("metrics") or {})
         for m in recs:
             for k in m:
-                if k not in keys and (include_hidden or k not in HIDDEN_IN_TABLE):
+                if k not in keys and (include_hidden or not (
+                        k in HIDDEN_IN_TABLE or is_interval_key(k))):
                     keys.append(k)
-    return sorted(keys, key=_metric_rank)
+    return sorted(keys, key=metric_rank)
+
+
+def _flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """A row's metrics as CSV cells: each interval ``<key>_ci`` as ``<key>_ci_lo`` and
+    ``<key>_ci_hi``."""
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if is_interval_key(k):
+            lo, hi = v if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None)
+            out[f"{k}_lo"], out[f"{k}_hi"] = lo, hi
+        else:
+            out[k] = v
+    return out
+
+
+def csv_metric_keys(results: dict[str, Any]) -> list[str]:
+    """The metric columns of results.csv: :func:`metric_keys` with each interval split into
+    its two bounds."""
+    keys = []
+    for k in metric_keys(results):
+        keys += [f"{k}_lo", f"{k}_hi"] if is_interval_key(k) else [k]
+    return sorted(keys, key=metric_rank)
+
+
+def value_text(row: dict[str, Any], key: str) -> str:
+    """A metric's cell: its value, then its interval ``[lo, hi]`` when it has one."""
+    ci = interval_text(row.get(f"{key}_ci"))
+    return f"{fmt(row.get(key))} {ci}" if ci else fmt(row.get(key))
+
+
+def interval_text(ci: Any, digits: int = 3) -> str:
+    """``[lo, hi]`` of an interval for a table cell (empty when there is none)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+        return ""
+    return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def quality_metric(run: dict[str, Any]) -> tuple[str, str] | None:
@@ -111,9 +160,10 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_csv(results: dict[str, Any], path: PathLike) -> Path:
-    """``results.csv``: one row per run/sampler/budget plus the baselines."""
-    rows = table_rows(results)
-    cols = list(BASE_COLUMNS) + metric_keys(results) + list(TAIL_COLUMNS)
+    """``results.csv``: one row per run/sampler/budget plus the baselines; each interval
+    ``<metric>_ci`` in two columns ``<metric>_ci_lo`` and ``<metric>_ci_hi``."""
+    rows = [_flat_metrics(r) for r in table_rows(results)]
+    cols = list(BASE_COLUMNS) + csv_metric_keys(results) + list(TAIL_COLUMNS)
     extra = sorted({k for r in rows for k in r} - set(cols))
     cols += extra
     path = Path(path)
@@ -127,7 +177,8 @@ def write_csv(results: dict[str, Any], path: PathLike) -> Path:
 
 
 def markdown_table(results: dict[str, Any], keys: Sequence[str] | None = None) -> str:
-    """The results table as markdown (what docs/RESULTS.md quotes)."""
+    """The results table as markdown (what docs/RESULTS.md quotes); a metric with a 95%
+    interval reads ``value [lo, hi]``."""
     keys = list(keys) if keys is not None else metric_keys(results, include_hidden=False)
     rows = []
     for r in table_rows(results):
@@ -138,7 +189,7 @@ def markdown_table(results: dict[str, Any], keys: Sequence[str] | None = None) -
             cells = [r["run"], r["label"] + (" (failed)" if r.get("error") else ""),
                      fmt(r.get("nfe")), fmt(None if spp is None else 1e3 * spp),
                      fmt(r.get("peak_memory_mb"))]
-        rows.append(cells + [fmt(r.get(k)) for k in keys])
+        rows.append(cells + [value_text(r, k) for k in keys])
     return md_table(["run", "sampler", "NFE", "ms/sample", "peak MB"] + keys, rows)
 
 

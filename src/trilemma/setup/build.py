@@ -30,7 +30,6 @@ from ..train.checkpoint import load_weights
 from ..train.validation import check_finite
 from .config import Config
 from .registry import get_setup
-from .schema import ConfigError
 from .sections import wrap_errors
 
 

@@ -71,6 +71,15 @@ def _schedule(v: Any) -> str | None:
     return None if v in ("constant", "cosine") else "one of: 'constant', 'cosine'"
 
 
+#: values of :attr:`TrainConfig.precision`
+PRECISIONS = ("fp32", "bf16")
+
+
+def _precision(v: Any) -> str | None:
+    """Check: one of :data:`PRECISIONS`."""
+    return None if v in PRECISIONS else "one of: " + ", ".join(repr(p) for p in PRECISIONS)
+
+
 def _grad_clip(v: Any) -> str | None:
     """Check: null (no clipping) or a positive number."""
     return None if v is None else _positive(v)
@@ -118,7 +127,12 @@ class TrainConfig:
     ``batch_size`` is the global micro-batch (split over DDP ranks); an optimizer step sees
     ``batch_size * grad_accum`` samples. ``grad_clip = None`` disables clipping (the norm is
     still logged). ``ckpt_every = 0`` / ``sample_every = 0`` checkpoint only at the end / never
-    sample; ``keep_last = 0`` keeps every checkpoint. ``bf16`` autocasts the loss on CUDA only.
+    sample; ``keep_last = 0`` keeps every checkpoint. ``precision = "bf16"`` computes the loss
+    under bfloat16 autocast on CPU and CUDA alike (the backward pass follows the dtypes autocast
+    chose); weights, gradients, optimizer state and EMA stay float32 (see
+    :func:`autocast_device`). ``bf16`` is the older switch, kept so that old configs load and
+    behave as before: autocast on CUDA only (on CPU it warns and trains in float32);
+    ``precision`` is what new configs should set.
     ``group_lr`` sets the learning rate of named parameter groups of a multi-phase model (a GAN,
     e.g. ``{"g": 1.6e-4, "d": 1.25e-4}``); groups it does not name use ``lr``. Warm-up and the
     cosine decay scale every group alike (each group decays to the fraction ``min_lr / lr`` of
@@ -138,6 +152,7 @@ class TrainConfig:
     ema_warmup: bool = True
     grad_accum: int = 1
     bf16: bool = False
+    precision: str = "fp32"
     log_every: int = 50
     ckpt_every: int = 1000
     keep_last: int = 3
@@ -163,6 +178,7 @@ class TrainConfig:
         "ema_warmup": _bool,
         "grad_accum": _int_from(1),
         "bf16": _bool,
+        "precision": _precision,
         "log_every": _int_from(1),
         "ckpt_every": _int_from(0),
         "keep_last": _int_from(0),
@@ -226,6 +242,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {', '.join(names)}")
         return cls(**dict(d))
+
+
+def autocast_device(config: TrainConfig, device_type: str) -> bool:
+    """Whether a step on a ``device_type`` device ('cpu', 'cuda') runs under bf16 autocast:
+    ``precision = "bf16"`` everywhere, the legacy ``bf16 = True`` on CUDA only."""
+    return config.precision == "bf16" or (config.bf16 and device_type == "cuda")
 
 
 def changed_fields(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .batches import Batches, StepBatches, to_device
-from .config import TrainConfig, lr_factor
+from .config import TrainConfig, autocast_device, lr_factor
 from .distributed import all_reduce_mean, barrier, dist_info, rank_seed
 from .ema import EMA
 from .log import TrainLog
@@ -211,7 +211,8 @@ class Trainer(Checkpointing):
         for k, batch in enumerate(batches):
             last = k == len(batches) - 1
             sync = nullcontext() if (not ddp or last) else self.engine.no_sync()
-            amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
+            amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if autocast
+                   else nullcontext())
             with sync:
                 with amp:
                     per = phase.loss(batch, self.noise, self.step)
@@ -270,7 +271,10 @@ class Trainer(Checkpointing):
             return
         devices = [self.device.index] if self.device.type == "cuda" else []
         was_training = self.model.training
-        with torch.random.fork_rng(devices=devices), self.ema.swap_in(self.model), torch.no_grad():
+        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self._autocast()
+               else nullcontext())
+        with torch.random.fork_rng(devices=devices), self.ema.swap_in(self.model), \
+                torch.no_grad(), amp:
             self.model.eval()
             try:
                 self.sample_fn(self.model, self.step, self.out_dir)
@@ -280,14 +284,16 @@ class Trainer(Checkpointing):
     # -- the loop -------------------------------------------------------------------------------
 
     def _autocast(self) -> bool:
-        """Whether to autocast to bf16: asked for and on CUDA (on CPU, warn once per process)."""
+        """Whether to autocast to bf16 (:func:`~trilemma.train.config.autocast_device`); the
+        legacy ``bf16 = True`` on a CPU warns once per process that it does nothing there."""
         global _BF16_CPU_WARNED
-        autocast = self.config.bf16 and self.device.type == "cuda"
+        autocast = autocast_device(self.config, self.device.type)
         if self.config.bf16 and not autocast and not _BF16_CPU_WARNED:
             _BF16_CPU_WARNED = True
             warnings.warn(
                 "TrainConfig.bf16 autocasts on CUDA only; training on "
-                f"{self.device.type} stays in the model's dtype (float32)",
+                f"{self.device.type} stays in the model's dtype (float32); set "
+                "precision='bf16' (train.precision: bf16) for bf16 autocast on the CPU too",
                 stacklevel=3,
             )
         return autocast
