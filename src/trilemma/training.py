@@ -140,7 +140,7 @@ def train_run(config: Config, out: str | Path, *, resume: bool = False, device: 
         trainer = Trainer(model, data, build_train_config(config), out, device=device,
                           sample_fn=_sample_fn(config, device, data), progress=progress,
                           metadata={"config": resolved, "data_shape": list(shape)})
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: an optional package is missing
         raise RunError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
     if not dist.is_main:  # other ranks train in lock-step; rank 0 writes every file
         return TrainOutcome(out, trainer.fit(resume=resume))

@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..metrics.mixture import SlicedReference, oracle_report, sw2_noise_floor
 from ..oracle import GaussianMixture, get_mixture
 from ..processes import get_process
 from ..processes.base import LinearProcess
 from ..samplers import SAMPLERS, sample
+from ..train.progress import progress_bar
 from .config import MIXTURES, BenchConfig
 from .peer import (
     DIFFUSERS_SCHEDULERS,
@@ -252,7 +252,7 @@ def run_benchmark(cfg: BenchConfig | None = None, progress: bool = False) -> dic
                                "overhead": []}
     mixtures = {m: get_mixture(m) for m in cfg.mixtures}
     references, sizes = _references(cfg, mixtures, results)
-    bar = tqdm(plan, desc="oracle benchmark", disable=not progress)
+    bar = progress_bar(plan, desc="oracle benchmark", disable=not progress)
     for step in bar:
         set_name, _, mname, pname, sname, nfe, _ = step
         bar.set_postfix_str(f"{set_name}/{mname}/{pname}/{sname}/{nfe}")

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
 from ..setup import load_run, make_generator, resolve_device
+from ..train.progress import progress_bar
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .dataspec import data_spec
 from .images import DEFAULT_CLASSIFIER_STEPS
@@ -171,7 +171,7 @@ def evaluate_run(
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
                save_samples)
     rows = []
-    bar = tqdm(fitting, desc=f"evaluate {run_label}", disable=not progress)
+    bar = progress_bar(fitting, desc=f"evaluate {run_label}", disable=not progress)
     for req in bar:
         bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
         row = _evaluate_request(job, req)
