@@ -107,3 +107,54 @@ def test_tensorboard_is_optional(tmp_path, monkeypatch):
     else:
         trilemma.train(cfg, tmp_path / "tb", progress=False)
         assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_export_torchscript_matches_the_model(py_run, tmp_path, capsys):
+    out, model = py_run
+    path = tmp_path / "score.pt"
+    assert main(["export", str(out), "--torchscript", str(path)]) == 0
+    scripted = torch.jit.load(str(path))
+    u, t = torch.randn(5, 2), torch.tensor([0.01, 0.2, 0.5, 0.8, 1.0])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(u, t), model(u, t), rtol=1e-5, atol=1e-5)
+    assert main(["export", str(out)]) == 2 and "--torchscript" in capsys.readouterr().err
+
+
+def test_config_show_prints_every_default(py_run, tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"process": {"name": "vp"},
+                                   "data": {"name": "toy", "toy": "grid25"},
+                                   "model": {"net": {"name": "mlp"}}}))
+    assert main(["config", "show", str(cfg), "--set", "train.lr=1e-3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["lr"] == 1e-3 and shown["train"]["ema_decay"] == 0.999
+    assert shown["process"]["beta_max"] == 20.0 and shown["sample"]["sampler"] == "em"
+    out, _ = py_run
+    assert main(["config", "show", str(out)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["seed"] == 1
+
+
+def test_every_command_has_examples_and_is_listed():
+    from trilemma.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    top = parser.format_help()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in COMMANDS:
+        assert f"\n  {name} " in top, name
+        assert "examples:\n  trilemma" in sub.choices[name].format_help(), name
+
+
+def test_weights_have_ordinary_permissions(py_run):
+    import os
+    import stat
+
+    out, _ = py_run
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (out / "model.safetensors", out / "checkpoints" / "step_000004",
+                 out / "checkpoints" / "step_000004" / "model.safetensors"):
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path

@@ -143,7 +143,10 @@ def locate_run(path: str | os.PathLike) -> SavedRun:
         shape = tuple(int(s) for s in meta["data_shape"]) if meta.get("data_shape") else None
     if cfg is None:
         raise FileNotFoundError(f"no {RUN_CONFIG} in the run directory {run_dir} and no config "
-                                f"in {ckpt / 'state.json'} (needed to rebuild the model)")
+                                f"in {ckpt / 'state.json'} (needed to rebuild the model); a "
+                                "model trained with the Python Trainer has none: train from a "
+                                "config with trilemma.train(config, out=...) to get a run "
+                                "folder the CLI reads")
     step = state.get("step") if isinstance(state, dict) else None
     weights = ckpt / "ema.safetensors"
     if not weights.is_file():
