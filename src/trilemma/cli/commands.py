@@ -311,8 +311,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            + ", ".join(bench.PROCESSES))
     cfg = dataclasses.replace(cfg, **changes)
     if cfg.diffusers and bench.diffusers_version() is None:
-        print(f"{PROG}: note: diffusers is not installed (pip install 'trilemma[bench]'): "
-              "skipping the diffusers peer", file=sys.stderr)
+        print(f"{PROG}: note: diffusers is not installed (pip install diffusers; make bench "
+              "installs it): skipping the diffusers peer", file=sys.stderr)
     try:
         results = bench.run_benchmark(cfg, progress=not args.quiet)
     except ValueError as err:
