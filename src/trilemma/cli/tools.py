@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..diffusers_export import export_diffusers
 from ..export import ExportError, export_torchscript
 from ..runs import RUN_CONFIG, read_json
 from ..sample_files import save_image_files
@@ -50,7 +51,8 @@ EPILOGS: dict[str, str] = {
   trilemma config show configs/folder_vp.yaml --set data.size=32
   trilemma config show runs/toy_vp                              # a run's resolved config""",
     "export": """\
-  trilemma export runs/toy_vp --torchscript toy_vp_score.pt""",
+  trilemma export runs/toy_vp --torchscript toy_vp_score.pt
+  trilemma export runs/digits_diffusers --diffusers out/digits_pipeline  # needs diffusers""",
 }
 
 
@@ -67,12 +69,17 @@ def add_tool_parsers(sub: Any) -> None:
     s.add_argument("config", metavar="CONFIG_OR_RUN_DIR")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value as trilemma train does (repeatable)")
-    p = sub.add_parser("export", help="export a trained score model as TorchScript",
+    p = sub.add_parser("export", help="export a trained model (TorchScript, diffusers)",
                        description="Export a trained run: its score function as TorchScript "
                        "(network and parametrisation; f(u, t) -> score, t of shape (B,) in "
-                       "[eps, T]).")
+                       "[eps, T]), or a VP run with a diffusers_unet network as a diffusers "
+                       "pipeline folder.")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--torchscript", metavar="FILE", help="write the traced score function")
+    p.add_argument("--diffusers", metavar="DIR",
+                   help="write a folder diffusers.DiffusionPipeline.from_pretrained loads (VP "
+                   "runs with model.net.name: diffusers_unet; UNet weights + a DDIM scheduler "
+                   "whose discrete schedule matches the VP process)")
 
 
 def finish_parser(parser: argparse.ArgumentParser, sub: Any) -> None:
@@ -134,14 +141,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``trilemma export``: TorchScript and/or a diffusers pipeline folder."""
-    if not args.torchscript:
-        raise ConfigError(["export: give --torchscript FILE"])
-    model, _, saved = load_run(args.run, "cpu")
+    if not (args.torchscript or args.diffusers):
+        raise ConfigError(["export: give --torchscript FILE and/or --diffusers DIR"])
+    model, config, saved = load_run(args.run, "cpu")
     try:
         if args.torchscript:
             path = export_torchscript(model, args.torchscript)
             print(f"TorchScript score function of {saved.weights} (step {saved.step}) -> "
                   f"{path}: torch.jit.load('{path}')(u, t) with t of shape (B,)")
+        if args.diffusers:
+            path = export_diffusers(model, config.to_dict(), args.diffusers)
+            print(f"diffusers pipeline of {saved.weights} (step {saved.step}) -> {path}: "
+                  f"diffusers.DiffusionPipeline.from_pretrained('{path}')")
     except ExportError as err:
         raise ConfigError([f"export: {err}"]) from None
     return 0

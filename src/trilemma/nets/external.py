@@ -119,7 +119,7 @@ def build_external(path: str, kwargs: dict[str, Any]) -> ExternalNet:
 
 
 class DiffusersUNet(nn.Module):
-    """A diffusers ``UNet2DModel`` as a trilemma network (``pip install 'trilemma[diffusers]'``).
+    """A diffusers ``UNet2DModel`` as a trilemma network (``pip install diffusers``).
 
     The U-Net sees the discrete DDPM timestep of the continuous time: ``num_train_timesteps *
     t - 1`` (0 at ``t = 1/N``, ``N - 1`` at ``t = 1``), the mapping
@@ -135,7 +135,8 @@ class DiffusersUNet(nn.Module):
             from diffusers import UNet2DModel
         except ImportError as err:
             raise ImportError("net 'diffusers_unet' needs the optional diffusers package: pip "
-                              "install 'trilemma[diffusers]' (or pip install diffusers)") from err
+                              "install diffusers (or, in the checkout, pip install -e "
+                              "'.[diffusers]')") from err
         size = image_size if isinstance(image_size, int) else tuple(image_size)
         self.unet = UNet2DModel(sample_size=size, in_channels=in_channels,
                                 out_channels=out_channels, **unet_kwargs)

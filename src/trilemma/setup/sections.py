@@ -91,7 +91,7 @@ def wrap_errors(section: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except ConfigError:
         raise
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ImportError) as err:  # ImportError: an optional package
         raise ConfigError([f"{section}: {err}"]) from None
 
 
