@@ -93,3 +93,36 @@ def test_own_network_from_the_config(png_folder, tmp_path, monkeypatch, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "bad")]) == 2
     assert "model.net.widht" in capsys.readouterr().err
+
+
+class _FakeInception(torch.nn.Module):
+    """Stands in for the TorchScript FID Inception file a user supplies (never downloaded):
+    any (B, 3, 299, 299) -> (B, 2048) network exercises the same path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 2048)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1))
+
+
+def test_evaluate_scores_a_folder_against_its_held_out_split(png_folder, tmp_path, capsys):
+    import json
+
+    torch.manual_seed(0)
+    fake = tmp_path / "inception.pt"
+    torch.jit.script(_FakeInception()).save(str(fake))
+    run = tmp_path / "run"
+    trilemma.train(folder_config(png_folder), out=run, progress=False)
+    args = ["evaluate", str(run), "--samplers", "ddim:3", "--n", "12", "--batch", "12",
+            "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "none")]) == 2
+    assert "--inception PATH" in capsys.readouterr().err  # a folder has no labels
+    assert main([*args, "--inception", str(fake), "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())["runs"][0]
+    assert res["reference"]["dataset"] == "folder" and res["reference"]["n"] == 6  # held out
+    assert res["rows"][0]["metrics"]["FID"] > 0 and "recall" in res["rows"][0]["metrics"]
+    assert res["baseline"]["label"] == "real data (folder train split)"
+    assert (tmp_path / "ev" / "report.html").is_file()
+    assert main([*args, "--no-metrics", "--out", str(tmp_path / "plain")]) == 0

@@ -24,6 +24,7 @@ from torch.utils.data import (
 )
 
 from .images import (
+    FolderSource,
     binarize,
     list_images,
     load_cifar10,
@@ -42,6 +43,7 @@ __all__ = [
     "SHAPES",
     "ArrayDataset",
     "EpochBatchSampler",
+    "FolderSource",
     "binarize",
     "checkerboard",
     "list_images",

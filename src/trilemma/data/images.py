@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,28 @@ def list_images(path: PathLike, recursive: bool = False) -> list[Path]:
             f"image folder {root} holds no image files (extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
     return files
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """An image folder and how it is split (the keys of a ``data: {name: folder}`` section that
+    fix which files each split holds); ``str()`` names it in provenance records."""
+
+    path: str
+    test_fraction: float = 0.1
+    seed: int = 0
+    mode: str | int | None = None
+    recursive: bool = False
+
+    def __str__(self) -> str:
+        return (f"{self.path} (test_fraction {self.test_fraction}, seed {self.seed}"
+                + (f", mode {self.mode}" if self.mode is not None else "")
+                + (", recursive" if self.recursive else "") + ")")
+
+    def load(self, split: str, size: int) -> Tensor:
+        """The ``split`` of the folder at ``size`` (see :func:`load_image_folder`)."""
+        return load_image_folder(self.path, size, mode=self.mode, recursive=self.recursive,
+                                 split=split, test_fraction=self.test_fraction, seed=self.seed)
 
 
 def split_files(files: Sequence[Path], split: str = "all", test_fraction: float = 0.1,
