@@ -63,5 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDivergedError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `trilemma info RUN | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
