@@ -1,5 +1,9 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
 PY ?= python3
+# where torch's wheels come from: the CPU-only index (a plain `pip install torch` on Linux pulls
+# the multi-GB CUDA build); on a CUDA machine use e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (pick the index matching your driver: https://pytorch.org/get-started/locally/)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,8 +13,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU wheel of torch; an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	# torch from TORCH_INDEX (an extra index: a local wheel cache or mirror still works offline)
+	$(BIN)/pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     if cfg.diffusers and bench.diffusers_version() is None:
-        print("diffusers is not installed (pip install 'trilemma[bench]'): skipping the peer")
+        print("diffusers is not installed (pip install diffusers; make bench installs it): "
+              "skipping the peer")
     results = bench.run_benchmark(cfg, progress=True)
     paths = bench.write_outputs(results, args.out)
     print(bench.report_markdown(results))

@@ -134,7 +134,8 @@ SCRIPT = textwrap.dedent(
         out = Path(sys.argv[1])
         info = init_distributed()
         # every rank starts from another init: DDP must broadcast rank 0's weights
-        Trainer(model(100 + info.rank), data(), config(), out / "run", progress=False).fit(until=6)
+        # progress=True: rank 0 says that it runs under DDP (and draws plain progress lines)
+        Trainer(model(100 + info.rank), data(), config(), out / "run", progress=True).fit(until=6)
         tr = Trainer(model(200 + info.rank), data(), config(), out / "run", progress=False)
         res = tr.fit(resume=True)
         meta = {"rank": info.rank, "world": info.world_size, "step": res["step"]}
@@ -173,6 +174,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    said = proc.stdout + proc.stderr
+    ddp = "DDP with 2 ranks (backend gloo, device cpu); global batch 8 = 4 per rank"
+    assert said.count(ddp) == 1
+    assert "\r" not in said  # not a terminal: plain progress lines
 
     m0, meta0 = load_weights(tmp_path / "model0.safetensors")
     m1, meta1 = load_weights(tmp_path / "model1.safetensors")

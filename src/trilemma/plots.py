@@ -137,3 +137,27 @@ def save_samples(
     if x.ndim == 2:
         return save_scatter(x, path, title=title, reference=reference)
     raise ValueError(f"samples must be points (N, d) or images (N, C, H, W), got shape {x.shape}")
+
+
+def save_image_files(images: Tensor | np.ndarray, folder: PathLike, prefix: str = "sample_"
+                     ) -> list[Path]:
+    """Write each image of ``(N, C, H, W)`` in [-1, 1] as its own PNG at its own size
+    (``folder/sample_00000.png``, ...; grayscale for C = 1, RGB for C = 3), values clamped to
+    [-1, 1] and rounded to 8 bits as in :func:`image_grid`."""
+    from PIL import Image
+
+    x = _numpy(images)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError("one PNG per sample needs images (N, 1 or 3, H, W), got shape "
+                         f"{x.shape}; write a .png plot or an .npz instead")
+    x = np.clip((np.nan_to_num(x, nan=0.0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(x) - 1)))
+    paths = []
+    for i, img in enumerate(x):
+        arr = img[0] if img.shape[0] == 1 else np.ascontiguousarray(img.transpose(1, 2, 0))
+        path = folder / f"{prefix}{i:0{width}d}.png"
+        Image.fromarray(arr).save(path)  # uint8 (H, W): L; (H, W, 3): RGB
+        paths.append(path)
+    return paths

@@ -319,7 +319,10 @@ def locate_run(path: str | os.PathLike) -> SavedRun:
         shape = _shape(meta.get("data_shape"), ckpt / "state.json")
     if cfg is None:
         raise FileNotFoundError(f"no {RUN_CONFIG} in the run directory {run_dir} and no config "
-                                f"in {ckpt / 'state.json'} (needed to rebuild the model)")
+                                f"in {ckpt / 'state.json'} (needed to rebuild the model); a "
+                                "model trained with the Python Trainer has none: train from a "
+                                "config with trilemma.train(config, out=...) to get a run "
+                                "folder the CLI reads")
     step = state["step"]
     weights = ckpt / "ema.safetensors"
     if not weights.is_file():

@@ -191,7 +191,7 @@ def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
         with warnings.catch_warnings(record=True) as caught:  # shown as notes, below
             warnings.simplefilter("always")
             trainer.open(resume)  # checks and restores the checkpoint before anything is written
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: an optional package is missing
         raise RunError(f"train: {str(err).replace('TrainConfig.', 'train.')}") from None
     except CheckpointError as err:  # names its file already
         raise RunError(str(err).replace("TrainConfig.", "train.")) from None

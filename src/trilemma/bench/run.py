@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..metrics.bootstrap import bootstrap_counts
 from ..metrics.mixture import SlicedReference, oracle_report, sw2_noise_floor
@@ -26,6 +25,7 @@ from ..oracle import GaussianMixture, get_mixture
 from ..processes import get_process
 from ..processes.base import LinearProcess
 from ..samplers import SAMPLERS, sample
+from ..train.progress import progress_bar
 from .config import MIXTURES, BenchConfig
 from .peer import (
     DIFFUSERS_SCHEDULERS,
@@ -284,7 +284,7 @@ def run_benchmark(cfg: BenchConfig | None = None, progress: bool = False) -> dic
     references, sizes = _references(cfg, mixtures, results)
     source, one_seed = _headline_source(cfg)
     kept: dict[tuple, tuple[Tensor, SlicedReference]] = {}
-    bar = tqdm(plan, desc="oracle benchmark", disable=not progress)
+    bar = progress_bar(plan, desc="oracle benchmark", disable=not progress)
     for step in bar:
         set_name, kind, mname, pname, sname, nfe, seed = step
         bar.set_postfix_str(f"{set_name}/{mname}/{pname}/{sname}/{nfe}")

@@ -4,7 +4,8 @@ library (:mod:`.commands`).
 Commands: ``train`` (a run folder from a YAML config; ``--resume``), ``sample`` (PNG or NPZ
 from a trained run), ``info`` (describe a run), ``evaluate`` (quality, diversity and speed of
 samplers on trained runs, with an HTML report), ``report`` (merge evaluations), ``bench`` (the
-oracle sampler benchmark) and ``features train`` (the classifier behind FD-<dataset>). Under
+oracle sampler benchmark), ``features train`` (the classifier behind FD-<dataset>), ``config
+show`` (a config resolved with its defaults) and ``export`` (TorchScript). Under
 ``torchrun -m trilemma.cli train ...`` every rank trains (DDP); rank 0 writes.
 """
 
@@ -31,6 +32,7 @@ from .commands import (
     cmd_train,
 )
 from .parser import PROG, build_parser
+from .tools import cmd_config, cmd_export
 
 __all__ = ["CLIError", "COMMANDS", "PROG", "build_parser", "main"]
 
@@ -38,7 +40,7 @@ __all__ = ["CLIError", "COMMANDS", "PROG", "build_parser", "main"]
 # --------------------------------------------------------------------------- main
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
             "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench,
-            "features": cmd_features}
+            "features": cmd_features, "config": cmd_config, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,5 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDivergedError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `trilemma info RUN | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 

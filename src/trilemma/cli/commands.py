@@ -31,6 +31,7 @@ from ..metrics.features import save_classifier, train_classifier
 from ..plots import save_samples
 from ..report import markdown_table, write_report
 from ..runs import blocking_file, locate_run
+from ..sample_files import save_npz
 from ..setup import (
     Config,
     ConfigError,
@@ -47,6 +48,7 @@ from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.validation import nonfinite
 from ..training import RunError, describe_outcome, sample_title, train_run
 from .parser import PROG
+from .tools import is_dir_target, write_png_folder
 
 
 class CLIError(Exception):
@@ -124,9 +126,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``trilemma sample``: rebuild the model, sample, write a PNG or an NPZ."""
     _set_threads(args.threads)
     out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npz"):
-        raise CLIError(f"--out must end in .png or .npz, got {args.out!r}")
-    above = blocking_file(out.parent)
+    to_dir = is_dir_target(args.out)
+    if not to_dir and out.suffix.lower() not in (".png", ".npz"):
+        raise CLIError(f"--out must end in .png or .npz, or be a folder (DIR/: one PNG per "
+                       f"sample), got {args.out!r}")
+    above = blocking_file(out if to_dir else out.parent)
     if above is not None:
         raise CLIError(f"--out {out}: {above} is a file, not a folder")
     _positive("--n", args.n)
@@ -162,8 +166,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(f"{where}: {err}") from None
     samples, nfe_used, seconds = drawn.samples, drawn.nfe_max, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        np.savez(out, samples=samples.numpy(), nfe=np.int64(nfe_used), seconds=np.float64(seconds),
+    if to_dir:
+        write_png_folder(out, samples)
+    elif out.suffix.lower() == ".npz":
+        save_npz(out, samples, nfe=np.int64(nfe_used), seconds=np.float64(seconds),
                  seconds_per_sample=np.float64(seconds / n), sampler=np.str_(sampler),
                  seed=np.int64(args.seed), step=np.int64(saved.step if saved.step else -1))
     else:
@@ -321,8 +327,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            + ", ".join(bench.PROCESSES))
     cfg = dataclasses.replace(cfg, **changes)
     if cfg.diffusers and bench.diffusers_version() is None:
-        print(f"{PROG}: note: diffusers is not installed (pip install 'trilemma[bench]'): "
-              "skipping the diffusers peer", file=sys.stderr)
+        print(f"{PROG}: note: diffusers is not installed (pip install diffusers; make bench "
+              "installs it): skipping the diffusers peer", file=sys.stderr)
     try:
         results = bench.run_benchmark(cfg, progress=not args.quiet)
     except ValueError as err:

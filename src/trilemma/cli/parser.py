@@ -8,6 +8,7 @@ from typing import Any
 from .. import __version__
 from ..metrics.features import DATASET_NAMES
 from ..samplers import SAMPLERS
+from .tools import add_tool_parsers, finish_parser
 
 PROG = "trilemma"
 
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nfe", type=int, help="budget of score evaluations (default: the config's)")
     p.add_argument("--n", type=int, help="number of samples (default: the config's sample.n)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--out", required=True, metavar="FILE",
-                   help="output: .png (grid or scatter plot) or .npz (samples, nfe, seconds)")
+    p.add_argument("--out", required=True, metavar="FILE_OR_DIR/",
+                   help="output: .png (grid or scatter plot), .npz (samples as scored: images "
+                   "clamped to [-1, 1], raw_samples, nfe, seconds) or DIR/ (one PNG per image "
+                   "sample)")
     p.add_argument("--opt", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="sampler option, e.g. --opt eta=0.5 (repeatable)")
     p.add_argument("--batch", type=int, metavar="B",
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub)
     _add_bench_parser(sub)
     _add_features_parser(sub)
+    add_tool_parsers(sub)
+    finish_parser(parser, sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import (
 )
 
 from .images import (
+    FolderSource,
     binarize,
     list_images,
     load_cifar10,
@@ -42,6 +43,7 @@ __all__ = [
     "SHAPES",
     "ArrayDataset",
     "EpochBatchSampler",
+    "FolderSource",
     "binarize",
     "checkerboard",
     "list_images",
@@ -219,9 +221,14 @@ def _digits(split: str = "train", size: int = 8, mode: str = "bilinear",
     return ArrayDataset(x, y, num_classes=10)
 
 
-def _folder(path: str, size: int, mode: str | int | None = None,
-            recursive: bool = False) -> ArrayDataset:
-    return ArrayDataset(load_image_folder(path, size, mode=mode, recursive=recursive))
+def _folder(path: str, size: int, mode: str | int | None = None, recursive: bool = False,
+            split: str = "all", test_fraction: float = 0.1, seed: int = 0,
+            hflip: bool = False) -> ArrayDataset:
+    x = load_image_folder(path, size, mode=mode, recursive=recursive, split=split,
+                          test_fraction=test_fraction, seed=seed)
+    if hflip:  # mirrored copies join the data: deterministic, resumable, twice the memory
+        x = torch.cat([x, x.flip(-1)])
+    return ArrayDataset(x)
 
 
 def _idx(images: str | None = None, labels: str | None = None, root: str | None = None,
@@ -275,9 +282,10 @@ def load_dataset(config: dict[str, Any]) -> ArrayDataset:
 
     Keys per name: toy (``toy``, ``n``, ``seed``, ``labels``), digits (``split``, ``size``,
     ``mode``, ``test_fraction``, ``seed``), folder (``path``, ``size``, ``mode``,
-    ``recursive``), idx (``images`` [+ ``labels``] or ``root`` + ``split``), cifar10 (``root``,
-    ``split``). Common: ``binarize`` (None, 'threshold', 'stochastic'; stochastic is drawn once
-    from ``binarize_seed``) and ``limit`` (keep the first ``limit`` samples).
+    ``recursive``, ``split``, ``test_fraction``, ``seed``, ``hflip``), idx (``images``
+    [+ ``labels``] or ``root`` + ``split``), cifar10 (``root``, ``split``). Common:
+    ``binarize`` (None, 'threshold', 'stochastic'; stochastic is drawn once from
+    ``binarize_seed``) and ``limit`` (keep the first ``limit`` samples).
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")

@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,20 +171,58 @@ def list_images(path: PathLike, recursive: bool = False) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class FolderSource:
+    """An image folder and how it is split (the keys of a ``data: {name: folder}`` section that
+    fix which files each split holds); ``str()`` names it in provenance records."""
+
+    path: str
+    test_fraction: float = 0.1
+    seed: int = 0
+    mode: str | int | None = None
+    recursive: bool = False
+
+    def __str__(self) -> str:
+        return (f"{self.path} (test_fraction {self.test_fraction}, seed {self.seed}"
+                + (f", mode {self.mode}" if self.mode is not None else "")
+                + (", recursive" if self.recursive else "") + ")")
+
+    def load(self, split: str, size: int) -> Tensor:
+        """The ``split`` of the folder at ``size`` (see :func:`load_image_folder`)."""
+        return load_image_folder(self.path, size, mode=self.mode, recursive=self.recursive,
+                                 split=split, test_fraction=self.test_fraction, seed=self.seed)
+
+
+def split_files(files: Sequence[Path], split: str = "all", test_fraction: float = 0.1,
+                seed: int = 0) -> list[Path]:
+    """The ``split`` ('train', 'test' or 'all') of a sorted file list: a held-out fraction
+    ``test_fraction`` picked by a permutation seeded with ``seed`` (at least one file each)."""
+    if split == "all":
+        return list(files)
+    idx = _split_indices(len(files), split, test_fraction, seed)
+    if len(idx) == 0 or len(idx) == len(files):
+        raise ValueError(f"{len(files)} image(s) cannot be split with test_fraction "
+                         f"{test_fraction}: both splits need at least one image")
+    return [files[int(i)] for i in idx]
+
+
 def load_image_folder(
-    path: PathLike, size: int, mode: str | int | None = None, recursive: bool = False
+    path: PathLike, size: int, mode: str | int | None = None, recursive: bool = False,
+    split: str = "all", test_fraction: float = 0.1, seed: int = 0,
 ) -> Tensor:
-    """All images of a folder as float32 ``(N, C, size, size)`` in [-1, 1], sorted by name.
+    """The images of a folder as float32 ``(N, C, size, size)`` in [-1, 1], sorted by name.
 
     ``mode``: 'grayscale' (C = 1), 'rgb' (C = 3), or None to infer C from the files, which
     must then agree (an error names one file of each kind otherwise). Alpha is dropped.
+    ``split``: 'all' (default), or 'train' / 'test' for the files left after / held out by a
+    seeded random ``test_fraction`` (see :func:`split_files`).
     """
     Image, UnidentifiedImageError = _pil()
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     channels = _parse_channels(mode)
-    files = list_images(path, recursive)
+    files = split_files(list_images(path, recursive), split, test_fraction, seed)
     if channels is None:
         kinds: dict[int, Path] = {}
         for f in files:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import oracle
-from ..data import toy_dataset
+from ..data import FolderSource, toy_dataset
 from ..metrics.features import dataset_images
 
 
@@ -28,6 +28,7 @@ class DataSpec:
     notes: list[str] = field(default_factory=list)
     problem: str | None = None  # why image metrics cannot run on this data
     binarize: str | None = None  # the run's data.binarize (LSGM's Bernoulli decoders)
+    folder: FolderSource | None = None  # an image folder and its held-out split
 
     def record(self) -> dict[str, Any]:
         """JSON-safe description."""
@@ -48,7 +49,8 @@ class DataSpec:
         """All images of the data set's ``split`` (``'train'``, ``'test'``, ``'all'``) in
         [-1, 1], as the classifier and reference see them (not binarised)."""
 
-        x, _ = dataset_images(self.name, split, self.image_size, self.data_root)
+        root = self.folder if self.folder is not None else self.data_root
+        x, _ = dataset_images(self.name, split, self.image_size, root)
         return x
 
 
@@ -107,8 +109,28 @@ def _data_spec(config: Any, reference_split: str) -> DataSpec:
     if name == "cifar10":
         return DataSpec("image", "cifar10", 32, str(d["root"]), 256,
                         notes=notes + _split_note(d, reference_split))
+    if name == "folder":
+        return _folder_spec(d, notes, reference_split)
     return DataSpec("image", name, int(d.get("size", 0)) or None, None, 256, notes=notes,
                     problem=(f"data {name!r} has no labelled held-out split, so no classifier "
                              "can be trained for FD/precision/recall and no reference "
                              "statistics exist for it; evaluate with metrics off "
                              "(--no-metrics)"))
+
+
+def _folder_spec(d: dict[str, Any], notes: list[str], reference_split: str) -> DataSpec:
+    """An image folder: scored against its held-out split when it was trained on ``split:
+    train`` (with Inception weights or a classifier the user gives), else no metrics."""
+    source = FolderSource(str(d["path"]), d.get("test_fraction", 0.1), d.get("seed", 0),
+                          d.get("mode"), d.get("recursive", False))
+    size = int(d["size"])
+    if d.get("split", "all") != "train":
+        return DataSpec("image", "folder", size, str(d["path"]), 256, notes=notes, problem=(
+            "this run was trained on every image of its folder (data.split: all), so no "
+            "held-out images are left to compare with; train with data.split: train (the "
+            "held-out data.test_fraction is then the reference) or evaluate with --no-metrics"))
+    if d.get("hflip"):
+        notes = [*notes, "the run also trained on mirrored copies (data.hflip); the reference "
+                 "is the held-out images as they are"]
+    return DataSpec("image", "folder", size, str(d["path"]), 256, folder=source,
+                    notes=notes + _split_note({"split": "train"}, reference_split))

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..data import binarize
 from ..likelihood import bits_per_dim, dequantize, to_levels
+from ..train.progress import progress_bar
 from .common import EvaluationError
 from .dataspec import DataSpec
 
@@ -112,7 +112,7 @@ def _nll_batches(model: Method, dq: Dequantisation, generator: torch.Generator, 
 
     dtype = next(model.parameters()).dtype
     nll, results = [], []
-    for s in tqdm(range(0, len(dq.x), batch_size), desc="likelihood", disable=not progress,
+    for s in progress_bar(range(0, len(dq.x), batch_size), desc="likelihood", disable=not progress,
                   leave=False):
         xb = dq.x[s:s + batch_size]
         if dq.k is not None:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..plots import save_samples as save_picture
+from ..sample_files import save_npz
 from .common import FORMAT, EvaluationError, dedupe, safe_name
 from .requests import SamplerRequest
 
@@ -70,8 +71,8 @@ def save_row_files(row: dict[str, Any], samples: Tensor, out: Path, *, grid_n: i
         row["grid_error"] = str(err)
     if save_samples:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / "samples" / f"{stem}.npz", samples=samples.numpy(),
-                            nfe=np.float64(row["nfe"]), seed=np.int64(row["seed"]))
+        save_npz(out / "samples" / f"{stem}.npz", samples, compressed=True,  # as scored
+                 nfe=np.float64(row["nfe"]), seed=np.int64(row["seed"]))
         row["samples_file"] = f"samples/{stem}.npz"
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..metrics.bootstrap import BOOTSTRAP_SEED, DEFAULT_REPEATS, LEVEL, METHOD
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
 from ..setup import load_run, make_generator, resolve_device
+from ..train.progress import progress_bar
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .compare import paired_comparisons
 from .dataspec import data_spec
@@ -131,7 +131,7 @@ def _evaluate_requests(job: _Job, requests: Sequence[SamplerRequest], warn: list
     """Every row of the run with its scores; failures and row warnings join ``warn``
     (warnings repeated by several rows appear once: :func:`run_record` dedupes)."""
     rows, scores = [], []
-    bar = tqdm(requests, desc=f"evaluate {job.label}", disable=not job.progress)
+    bar = progress_bar(requests, desc=f"evaluate {job.label}", disable=not job.progress)
     for req in bar:
         bar.set_postfix_str(f"{req.label} NFE {req.nfe}")
         row, scored = _evaluate_request(job, req)

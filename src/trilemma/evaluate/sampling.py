@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ..train.progress import progress_bar
 from .memory import PeakMemory
 
 if TYPE_CHECKING:
@@ -149,8 +149,8 @@ def timed_sample(
             out.steps = res.info.get("steps", out.steps)
         return res.samples, seconds
 
-    bar = tqdm(total=n, desc=desc or f"{sampler} NFE {nfe}", disable=not progress,
-               leave=False, unit="sample")
+    bar = progress_bar(total=n, desc=desc or f"{sampler} NFE {nfe}", disable=not progress,
+                       leave=False, unit="sample")
     try:
         for i, size in enumerate(sizes):
             mem = PeakMemory(dev) if i == 0 and memory else contextlib.nullcontext()

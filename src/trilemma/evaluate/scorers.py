@@ -11,6 +11,7 @@ import torch
 from ..metrics.bootstrap import DEFAULT_REPEATS
 from .common import EvaluationError, default_cache_dir
 from .dataspec import DataSpec
+from .folder import FolderScorer
 from .images import DEFAULT_CLASSIFIER_STEPS, ImageScorer
 from .scoring import NoScorer, Scorer
 from .toys import ToyScorer
@@ -31,7 +32,8 @@ def make_scorer(
     repeats: int = DEFAULT_REPEATS,
 ) -> Scorer:
     """The scorer of ``spec``'s data with its reference set up: :class:`ImageScorer`,
-    :class:`ToyScorer`, or :class:`NoScorer` when ``metrics`` is off.
+    :class:`FolderScorer` (an image folder's held-out split), :class:`ToyScorer`, or
+    :class:`NoScorer` when ``metrics`` is off.
 
     ``features_path``/``inception`` (a classifier, FID's Inception network) are for images
     only; ``n`` sizes the toy reference; ``cache_dir`` holds classifiers and reference stats;
@@ -39,6 +41,9 @@ def make_scorer(
     """
     if not metrics:
         return NoScorer(spec)
+    if spec.kind == "image" and spec.name == "folder":
+        return FolderScorer(spec, features_path=features_path, inception=inception,
+                            reference_split=reference_split, device=device, progress=progress)
     if spec.kind == "image":
         return ImageScorer(spec, features_path=features_path, inception=inception,
                            reference_split=reference_split,

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..train.checkpoint import CheckpointError, load_weights, save_weights
+from ..train.progress import progress_bar
 from .datasets import dataset_images
 from .provenance import PathLike, weights_sha256
 
@@ -198,7 +198,7 @@ def _fit(
     n = len(x)
     perm, pos = torch.randperm(n, generator=generator), 0
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress)
     loss_val = float("nan")
     for _ in bar:
         if pos + batch_size > n:

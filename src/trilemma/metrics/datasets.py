@@ -1,15 +1,18 @@
 """Named data set splits as image tensors, for classifier training and reference statistics.
 
 ``digits`` comes from scikit-learn (offline); ``mnist`` / ``fashion_mnist`` (IDX files) and
-``cifar10`` (binary batches) are read from a folder the caller names. Nothing is downloaded.
+``cifar10`` (binary batches) are read from a folder the caller names; ``folder`` is an image
+folder split by a :class:`~trilemma.data.FolderSource` (passed as ``data_root``; no labels).
+Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import load_cifar10, load_digits, load_mnist
+from ..data import FolderSource, load_cifar10, load_digits, load_mnist
 from .provenance import PathLike
 
 _IDX_DATASETS = ("mnist", "fashion_mnist")
@@ -28,6 +31,11 @@ def dataset_images(
     ``mnist`` / ``fashion_mnist`` (IDX files under ``data_root``) and ``cifar10`` (binary
     batches under ``data_root``); other sizes are reached by antialiased bilinear resizing.
     """
+    if dataset_name == "folder":
+        if not isinstance(data_root, FolderSource) or image_size is None:
+            raise ValueError("dataset 'folder' needs data_root=FolderSource(...) and image_size")
+        x = data_root.load(split, image_size)
+        return x, torch.full((len(x),), -1, dtype=torch.long)  # no labels
     if dataset_name not in DATASET_NAMES:
         raise ValueError(
             f"dataset_name must be one of {', '.join(DATASET_NAMES)}, got {dataset_name!r}"

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ..train.progress import progress_bar
 from .classifier import (
     CLASSIFIER_FORMAT,
     CLASSIFIER_KIND,
@@ -122,7 +122,7 @@ def extract_features(
     extractor.eval()
     out = []
     try:
-        for b in tqdm(batches, total=total, desc="features", disable=not progress):
+        for b in progress_bar(batches, total=total, desc="features", disable=not progress):
             xb = b[0] if isinstance(b, (tuple, list)) else b
             out.append(extractor.features(xb.to(dev)).float().cpu())
     finally:

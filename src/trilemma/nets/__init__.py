@@ -16,13 +16,17 @@ from torch import nn
 
 from .checks import check_kwargs
 from .embeddings import GaussianFourierEmbedding, SinusoidalEmbedding, time_embedding
+from .external import DiffusersUNet, ExternalNet, build_external, is_class_path
 from .mlp import MLP
 from .unet import UNet, num_groups
 
-NETS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "unet": UNet}
+NETS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "unet": UNet,
+                                              "diffusers_unet": DiffusersUNet}
 
 __all__ = [
     "MLP",
+    "DiffusersUNet",
+    "ExternalNet",
     "NETS",
     "GaussianFourierEmbedding",
     "SinusoidalEmbedding",
@@ -41,7 +45,9 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 def build_net(config: dict[str, Any]) -> nn.Module:
-    """Build a network from ``{"name": "mlp" | "unet", "seed": int (optional), **kwargs}``.
+    """Build a network from ``{"name": "mlp" | "unet" | "diffusers_unet", "seed": int
+    (optional), **kwargs}``, or ``{"name": "package.module:Class", **kwargs}`` for a class of
+    your own (wrapped in :class:`~trilemma.nets.external.ExternalNet`).
 
     With ``seed`` the initial weights are reproducible and the global RNG is left untouched
     (the construction runs under a forked RNG state). Lists (from YAML/JSON) are accepted
@@ -53,13 +59,22 @@ def build_net(config: dict[str, Any]) -> nn.Module:
     if "name" not in cfg:
         raise ValueError(f"net config needs key 'name' (one of {', '.join(NETS)})")
     name = cfg.pop("name")
-    if name not in NETS:
-        raise ValueError(f"unknown net {name!r}; valid nets: {', '.join(NETS)}")
     seed = cfg.pop("seed", None)
-    cls = NETS[name]
-    check_kwargs("net", name, cls, cfg)
+    if is_class_path(name):
+        def make() -> nn.Module:
+            return build_external(name, cfg)
+    elif name not in NETS:
+        raise ValueError(f"unknown net {name!r}; valid nets: {', '.join(NETS)}, or "
+                         "'package.module:Class' for a class of your own")
+    else:
+        cls = NETS[name]
+        if name != "diffusers_unet":  # it passes **kwargs on to UNet2DModel, which checks them
+            check_kwargs("net", name, cls, cfg)
+
+        def make() -> nn.Module:
+            return cls(**cfg)
     if seed is None:
-        return cls(**cfg)
+        return make()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return cls(**cfg)
+        return make()

@@ -157,6 +157,27 @@ def _level_resolutions(size: tuple[int, int], n_levels: int) -> list[tuple[int, 
     return res
 
 
+def fit_attn_resolutions(attn_resolutions: Sequence[int] | None, image_size: int | Sequence[int],
+                         channel_mults: Sequence[int]) -> tuple[list[int] | None, str | None]:
+    """``attn_resolutions`` fitted to this U-Net's level resolutions: each listed size that is
+    no level's ``max(H, W)`` becomes the nearest level's (on a log scale); returns the fitted
+    list and a note saying what changed (None when nothing did). Configs use it so that one
+    written for 8 x 8 images (``[4]``) still builds for 32 x 32 ones (``[8]``)."""
+    if attn_resolutions is None:
+        return None, None
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    levels = [max(r) for r in _level_resolutions(tuple(size), len(tuple(channel_mults)))]
+    fitted: list[int] = []
+    for r in attn_resolutions:
+        best = r if r in levels else min(levels, key=lambda v: abs(math.log(v / max(r, 1))))
+        if best not in fitted:
+            fitted.append(best)
+    if sorted(fitted) == sorted(set(attn_resolutions)):
+        return list(attn_resolutions), None
+    return fitted, (f"attn_resolutions {list(attn_resolutions)} match no level of this U-Net "
+                    f"(level resolutions {levels}); using {fitted}")
+
+
 def _attention_levels(res: list[tuple[int, ...]], attn_resolutions: Sequence[int] | None,
                       ) -> set[int]:
     """Levels with self-attention: those whose ``max(H, W)`` is listed (None: the lowest)."""

@@ -131,7 +131,8 @@ def results_table_html(results: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- run sections
 def _extractor_html(ext: dict[str, Any]) -> str:
     return "<h3>Feature extractor</h3>" + kv([
-        ("name", ext["name"]), ("metric", ext["metric_name"] + " (not FID)"),
+        ("name", ext["name"]),
+        ("metric", ext["metric_name"] + ("" if ext["metric_name"] == "FID" else " (not FID)")),
         ("SHA-256", ext["sha256"]), ("file", ext["path"]), ("source", ext["source"]),
         ("test accuracy", ext.get("test_accuracy")), ("test n", ext.get("test_n")),
         ("training steps", ext.get("steps")), ("seed", ext.get("seed")),

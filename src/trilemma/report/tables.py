@@ -124,6 +124,8 @@ def quality_metric(run: dict[str, Any]) -> tuple[str, str] | None:
     ext = run.get("extractor")
     if ext:
         key = ext["metric_name"]
+        if key == "FID":  # an image folder scored with Inception features alone
+            return key, "FID (Inception-v3 features; lower is better)"
         return key, f"{key} (classifier features, not FID; lower is better)"
     if run.get("data", {}).get("kind") == "toy" and run.get("reference"):
         return "sw2", "SW2 to the reference samples (lower is better)"

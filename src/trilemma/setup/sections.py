@@ -8,12 +8,23 @@ the data (or a latent): the one place where a net is sized.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..data import DATASETS, toy_names
 from ..errors import ConfigError
+from ..nets import NETS
+from ..nets.external import (
+    SIZE_ARGUMENTS,
+    WRAPPER_KEYS,
+    accepted_arguments,
+    import_class,
+    is_class_path,
+)
+from ..nets.unet import UNet, fit_attn_resolutions
 from ..processes import PROCESSES, get_process
 from ..samplers.registry import check_sampler
 from ..train import TrainConfig
@@ -32,6 +43,7 @@ from .schema import (
     positive,
     positive_int,
     positive_int_list,
+    suggest,
     unit_interval,
 )
 
@@ -40,7 +52,12 @@ SAMPLE_DEFAULTS: dict[str, Any] = {"sampler": "em", "nfe": 100, "n": 64, "option
 DERIVED_NET_KEYS = {
     "mlp": ("in_dim", "out_dim"),
     "unet": ("in_channels", "out_channels", "image_size"),
+    "diffusers_unet": ("in_channels", "out_channels", "image_size"),
 }
+#: the U-Net's default channel multipliers (its signature's)
+UNET_DEFAULT_MULTS = inspect.signature(UNet).parameters["channel_mults"].default
+#: what each built-in score network takes: points (n, d) or images (n, C, H, W)
+NET_KINDS = {"mlp": "points", "unet": "images", "diffusers_unet": "images"}
 #: data keys holding a path that must exist
 PATH_KEYS = {"folder": ("path",), "idx": ("images", "labels", "root"), "cifar10": ("root",)}
 
@@ -74,7 +91,7 @@ def wrap_errors(section: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except ConfigError:
         raise
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ImportError) as err:  # ImportError: an optional package
         raise ConfigError([f"{section}: {err}"]) from None
 
 
@@ -193,6 +210,8 @@ def validate_subnet(
     sraw = as_mapping(prefix, raw, problems)
     if sraw is None:
         return None
+    if registry is NETS and is_class_path(sraw.get("name")):
+        return validate_custom_net(prefix, sraw, problems)
     name = check_name(prefix, sraw, list(registry), what, problems, default=default)
     if name is None:
         return None
@@ -207,10 +226,49 @@ def validate_subnet(
                                        checks={**NET_CHECKS, **(checks or {})})}
     body = {k: v for k, v in sraw.items() if k not in skip}
     body["name"] = name
-    out = check_section(prefix, body, fields, problems)
-    if want is not None and name != want:
+    passed_on = {}
+    if name == "diffusers_unet":  # keys beyond its own go to UNet2DModel, which checks them
+        passed_on = {k: v for k, v in body.items() if k not in fields}
+        body = {k: v for k, v in body.items() if k in fields}
+    out = check_section(prefix, body, fields, problems) | passed_on
+    if want is not None and name != want and (NET_KINDS.get(name) is None
+                                              or NET_KINDS.get(name) != NET_KINDS.get(want)):
         problems.append(f"{prefix}.name: {name!r} does not fit {fits}; use: {want}")
     return out
+
+
+def validate_custom_net(prefix: str, raw: dict[str, Any], problems: list[str]
+                        ) -> dict[str, Any] | None:
+    """A ``name: "package.module:Class"`` network section: the class must import, and the
+    keys must be its keyword arguments (any key when it takes ``**kwargs``), ``seed`` or the
+    wrapper's ``time_scale``/``time_shift`` (:mod:`trilemma.nets.external`)."""
+    try:
+        cls = import_class(raw["name"])
+    except ValueError as err:
+        problems.append(f"{prefix}.name: {err}")
+        return None
+    names, var_kw = accepted_arguments(cls)
+    allowed = names | {"name", "seed", *WRAPPER_KEYS}
+    for key in raw:
+        if key not in allowed and not var_kw:
+            problems.append(f"unknown key {prefix + '.' + str(key)!r}"
+                            + suggest(str(key), sorted(allowed)))
+    out = dict(raw)
+    out.setdefault("seed", None)
+    return out
+
+
+def _size_custom(out: dict[str, Any], shape: tuple[int, ...], in_factor: int) -> None:
+    """Fill the size arguments a class of your own accepts (and the config leaves out)."""
+    names, _ = accepted_arguments(import_class(out["name"]))
+    flat = len(shape) == 1
+    sizes = {"in": in_factor * shape[0], "out": shape[0]} if flat else {
+        "in": in_factor * shape[0], "out": shape[0],
+        "size": shape[1] if len(shape) == 3 and shape[1] == shape[2] else list(shape[1:])}
+    for arg, what in SIZE_ARGUMENTS.items():
+        if arg in names and arg not in out and what in sizes:
+            if flat == (arg in ("in_dim", "out_dim")):
+                out[arg] = sizes[what]
 
 
 def size_net(net: Mapping[str, Any], shape: tuple[int, ...], *, in_factor: int = 1,
@@ -225,13 +283,21 @@ def size_net(net: Mapping[str, Any], shape: tuple[int, ...], *, in_factor: int =
             raise ConfigError([f"{section}.name: 'mlp' needs a flat shape (d,), {of} has "
                                f"shape {shape}; use: unet"])
         out.update(in_dim=in_factor * shape[0], out_dim=shape[0])
-    elif out["name"] == "unet":
+    elif is_class_path(out["name"]):
+        _size_custom(out, shape, in_factor)
+    elif out["name"] in ("unet", "diffusers_unet"):
         if len(shape) != 3:
             raise ConfigError([f"{section}.name: 'unet' needs images (C, H, W), {of} has "
                                f"shape {shape}; use: mlp"])
         c, h, w = shape
         out.update(in_channels=in_factor * c, out_channels=c,
                    image_size=[h, w] if h != w else h)
+        if out["name"] == "unet" and out.get("attn_resolutions") is not None:
+            mults = out.get("channel_mults", UNET_DEFAULT_MULTS)
+            out["attn_resolutions"], note = fit_attn_resolutions(
+                out["attn_resolutions"], out["image_size"], mults)
+            if note:
+                warnings.warn(f"{section}: {note}", stacklevel=2)
     if out.get("seed") is None:
         out["seed"] = seed
     return out

@@ -25,6 +25,7 @@ RUNTIME_FIELDS = frozenset(
         "sample_every",
         "max_bad_steps",
         "num_workers",
+        "tensorboard",
     }
 )
 
@@ -136,7 +137,8 @@ class TrainConfig:
     ``group_lr`` sets the learning rate of named parameter groups of a multi-phase model (a GAN,
     e.g. ``{"g": 1.6e-4, "d": 1.25e-4}``); groups it does not name use ``lr``. Warm-up and the
     cosine decay scale every group alike (each group decays to the fraction ``min_lr / lr`` of
-    its own rate).
+    its own rate). ``tensorboard`` also writes the ``log.csv`` rows as TensorBoard scalars to
+    ``<run>/tensorboard/`` (needs the optional ``tensorboard`` package).
     """
 
     steps: int = 1000
@@ -161,6 +163,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     group_lr: dict[str, float] | None = None
+    tensorboard: bool = False
 
     # field -> check(value): None when the value fits, else what was expected ("a positive
     # integer"); the one place holding each field's type and range
@@ -187,6 +190,7 @@ class TrainConfig:
         "seed": _int_from(0),
         "num_workers": _int_from(0),
         "group_lr": _group_lr,
+        "tensorboard": _bool,
     }
 
     def __post_init__(self) -> None:

@@ -1,24 +1,50 @@
 """What a run reports while it trains: ``log.csv``, the progress bar, the model's diagnosis.
 
 :class:`TrainLog` gathers the good steps of each log interval and, every ``log_every`` steps,
-writes a ``log.csv`` row (rank 0), sets the tqdm bar's postfix and hands the model's
-``diagnose`` the history of interval means, logging each new warning once.
+writes a ``log.csv`` row (rank 0), sets the progress bar's postfix (a tqdm bar on a terminal,
+plain lines otherwise: :mod:`~trilemma.train.progress`) and hands the model's ``diagnose`` the
+history of interval means, logging each new warning once.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
-
+from .lossplot import save_loss_plot
 from .phases import Diagnose, StepResult
+from .progress import progress_bar
 
 logger = logging.getLogger("trilemma.train")
+
+
+def check_tensorboard() -> None:
+    """Raise a clear ``ImportError`` when TensorBoard (an optional dependency) is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("the TensorBoard writer (train.tensorboard: true) needs the optional "
+                          "tensorboard package: pip install tensorboard")
+
+
+def open_tensorboard(out_dir: Path) -> Any:
+    """A ``SummaryWriter`` logging to ``out_dir/tensorboard`` (optional dependency)."""
+    check_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
+def ddp_message(info: Any, batch_size: int) -> str:
+    """The line the trainer prints on rank 0 when it runs data-parallel (``info``: a
+    :class:`~trilemma.train.distributed.DistInfo`)."""
+    return (f"trilemma.train: DDP with {info.world_size} ranks (backend {info.backend or '?'}, "
+            f"device {info.device.type}); global batch {batch_size} = "
+            f"{batch_size // info.world_size} per rank")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -98,11 +124,14 @@ class TrainLog:
         end: int,
         keep_until: int | None,
         diagnose: Diagnose | None,
+        tensorboard: bool = False,
     ) -> None:
         self.phases = phases
+        self.out_dir = out_dir
         extra = tuple(f"loss_{p}" for p in phases) + tuple(f"grad_norm_{p}" for p in phases)
         self.csv = CsvLog(out_dir / "log.csv", keep_until, extra) if main else None
-        self.bar = tqdm(
+        self.tb = open_tensorboard(out_dir) if (main and tensorboard) else None
+        self.bar = progress_bar(
             total=end,
             initial=start,
             disable=not (progress and main),
@@ -146,6 +175,13 @@ class TrainLog:
                 _mean([v[1] for v in vals]) for vals in self.phase_vals.values()
             )
             self.csv.write(step, self.last_loss, lr, _mean(self.norms), sps, skipped, extra)
+        if self.tb is not None:
+            scalars = {"loss": self.last_loss, "lr": lr, "grad_norm": _mean(self.norms),
+                       "steps_per_s": sps, "skipped": skipped}
+            scalars.update({f"loss_{p}": v for p, v in self.last_phase.items()})
+            for name, value in scalars.items():
+                if math.isfinite(value):
+                    self.tb.add_scalar(f"train/{name}", value, step)
         shown = (
             {f"loss_{p}": f"{v:.4g}" for p, v in self.last_phase.items()}
             if self.phases
@@ -160,8 +196,20 @@ class TrainLog:
                 logger.warning("step %d: %s", step, message)
         self._reset()
 
+    def plot(self) -> None:
+        """Redraw ``loss.png`` from ``log.csv`` (main rank; a failure is logged, not raised)."""
+        if self.csv is None:
+            return
+        try:
+            save_loss_plot(self.out_dir / "log.csv")
+        except Exception as err:  # noqa: BLE001 - a plot must never stop training
+            logger.warning("could not draw %s: %s", self.out_dir / "loss.png", err)
+
     def close(self) -> None:
-        """Close the bar and the CSV file."""
+        """Close the bar, the CSV file and the TensorBoard writer; draw ``loss.png``."""
         self.bar.close()
         if self.csv is not None:
             self.csv.close()
+            self.plot()
+        if self.tb is not None:
+            self.tb.close()

@@ -130,8 +130,9 @@ def _cpu_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _write_safetensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
-    """Write one safetensors file (metadata str -> str)."""
+    """Write one safetensors file (metadata str -> str) with ordinary permissions."""
     save_file(_cpu_tensors(tensors), str(path), metadata=metadata)
+    ordinary_mode(path)  # safetensors creates its files 0600
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -167,12 +168,32 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"cannot read {str(path)!r}: corrupt JSON ({e})") from e
 
 
+def _umask() -> int:
+    """The process's umask (from /proc on Linux; elsewhere by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(path: Path) -> None:
+    """Give a file made by ``tempfile`` (mode 0600, folders 0700) the mode an ordinary
+    ``open()`` or ``mkdir`` would have: 0666 (0777 for folders) less the umask."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
     """Write a folder through a hidden temporary sibling, fsync it, rename it into place."""
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{final.name}_", dir=parent))
     try:
+        ordinary_mode(tmp)
         write(tmp)
         for f in tmp.iterdir():
             _fsync_path(f)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -48,7 +49,7 @@ from .batches import Batches, StepBatches, to_device
 from .config import TrainConfig, autocast_device, lr_factor
 from .distributed import all_reduce_mean, barrier, dist_info, rank_seed
 from .ema import EMA
-from .log import TrainLog
+from .log import TrainLog, check_tensorboard, ddp_message
 from .phases import (
     Phase,
     PhaseResult,
@@ -163,6 +164,8 @@ class Trainer(Checkpointing):
                 f"TrainConfig.batch_size = {config.batch_size} must be divisible by "
                 f"the number of ranks ({world})"
             )
+        if config.tensorboard and self.info.is_main:
+            check_tensorboard()
         self.sample_fn = sample_fn
         self.progress = progress
         self.model = model.to(self.device)
@@ -316,8 +319,10 @@ class Trainer(Checkpointing):
         self._opened.clear()
         autocast = self._autocast()
         keep_until = self.step if (resumed_from or self.step) else None  # rows log.csv keeps
+        if self.info.distributed and self.info.is_main and self.progress:
+            print(ddp_message(self.info, cfg.batch_size), file=sys.stderr, flush=True)
         log = TrainLog(self.out_dir, self.hooks.phases, self.info.is_main, self.progress,
-                       self.step, end, keep_until, self.hooks.diagnose)
+                       self.step, end, keep_until, self.hooks.diagnose, cfg.tensorboard)
         reader = self._read(self.batches.iterate(self.micro_batches))
         start_step, t_fit = self.step, time.perf_counter()
         first_bad = None
@@ -333,6 +338,8 @@ class Trainer(Checkpointing):
                     log.report(self.step, self.optimizer.param_groups[0]["lr"], self.skipped_steps)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == end:
                     self.save()
+                    if self.step != end:
+                        log.plot()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._sample()
         finally:
