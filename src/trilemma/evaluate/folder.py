@@ -15,19 +15,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics.bootstrap import fd_replicates
 from ..metrics.features import (
     InceptionFeatures,
     InceptionUnavailableError,
     extract_features,
     load_classifier,
 )
+from ..metrics.frechet import FrechetReference
 from ..metrics.reference import compare_to_reference, reference_stats
 from ..train import CheckpointError
 from .common import EvaluationError
 from .dataspec import DataSpec
+from .images import FID_REPEATS
 from .scoring import Scorer
 
 NO_EXTRACTOR = (
@@ -90,16 +94,25 @@ class FolderScorer(Scorer):
                                    data_root=spec.folder, image_size=spec.image_size,
                                    progress=progress)
         self.reference = dict(self.ref["provenance"], cache="off (image folders)", path=None)
+        self._fd_ref: FrechetReference | None = None
 
-    def metrics(self, x: Tensor) -> tuple[dict[str, Any], list[str]]:
-        """The Fréchet distance and PRDC of samples clamped to [-1, 1]."""
+    def measure(self, x: Tensor, counts: np.ndarray | None
+                ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+        """The Fréchet distance and PRDC of samples clamped to [-1, 1], with bootstrap
+        replicates of the Fréchet distance (the first :data:`FID_REPEATS` rows of ``counts``:
+        each costs an eigendecomposition of the feature covariance)."""
         feats = extract_features(self.net, x.clamp(-1.0, 1.0), batch_size=50)
         comp = compare_to_reference(self.ref, feats, warn=False)
         out: dict[str, Any] = {comp["metric"]: comp["fd"]}
         for key in ("precision", "recall", "density", "coverage"):
             out[key] = comp.get(key)
         out["n_reference"] = comp["n_ref"]
-        return out, list(comp["warnings"])
+        reps: dict[str, np.ndarray] = {}
+        if counts is not None:
+            if self._fd_ref is None:
+                self._fd_ref = FrechetReference(self.ref["mu"], self.ref["cov"])
+            reps[comp["metric"]] = fd_replicates(self._fd_ref, feats, counts[:FID_REPEATS])
+        return out, list(comp["warnings"]), reps
 
     def baseline(self, n: int, seed: int) -> dict[str, Any]:
         """``n`` images of the folder's other split, scored the same way."""
