@@ -96,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """
     _set_threads(args.threads)
     dist = init_distributed()  # under torchrun: one process per rank; a no-op otherwise
+    ok = False
     try:
         overrides = list(args.overrides)
         if args.device is not None:
@@ -108,8 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 progress=not args.quiet)
         except RunError as err:
             raise CLIError(str(err)) from None
+        ok = True
     finally:
-        cleanup_distributed()
+        cleanup_distributed(sync=ok)  # ranks part together after a run, at once after an error
     if not dist.is_main:
         return 0
     if outcome.interrupted_at is not None:

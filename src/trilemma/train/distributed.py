@@ -142,9 +142,16 @@ def dist_info(device: torch.device | str | None = None) -> DistInfo:
     return DistInfo(rank, local_rank, world, torch.device(device), backend)
 
 
-def cleanup_distributed() -> None:
-    """Destroy the process group if one is active (call once at the end of a torchrun job)."""
+def cleanup_distributed(*, sync: bool = True) -> None:
+    """Destroy the process group if one is active (call once at the end of a torchrun job).
+
+    With ``sync`` every rank first waits at a barrier, so no rank tears its gloo connections
+    down while another still writes or talks (a rank that exits early can make the other's
+    transport thread abort); pass ``sync=False`` on an error path, where a peer may never come.
+    """
     if dist.is_available() and dist.is_initialized():
+        if sync and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
