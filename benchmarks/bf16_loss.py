@@ -41,6 +41,7 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
+from common import find_mnist  # noqa: E402
 from trilemma.data import load_mnist  # noqa: E402
 from trilemma.methods import ScoreModel  # noqa: E402
 from trilemma.nets import UNet  # noqa: E402
@@ -51,17 +52,6 @@ UNET = {"base_channels": 30, "channel_mults": (1, 2, 2), "num_res_blocks": 2,
         "attn_resolutions": (7,), "dropout": 0.0}
 EVAL_N = 1024
 EVAL_SEED = 12345
-
-
-def find_mnist(given: str | None) -> Path:
-    """``--mnist-root``, else the first ``shared/data/mnist`` in a parent of this repository."""
-    if given:
-        return Path(given)
-    for parent in Path(__file__).resolve().parents:
-        cand = parent / "shared" / "data" / "mnist"
-        if cand.is_dir():
-            return cand
-    raise SystemExit("no MNIST folder found; pass --mnist-root (four IDX files, .gz allowed)")
 
 
 def make_model(seed: int) -> ScoreModel:

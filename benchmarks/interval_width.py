@@ -38,6 +38,7 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
+from common import find_mnist  # noqa: E402
 from trilemma.data import load_mnist  # noqa: E402
 from trilemma.evaluate.images import measure_images  # noqa: E402
 from trilemma.metrics.bootstrap import (  # noqa: E402
@@ -50,17 +51,6 @@ from trilemma.metrics.frechet import FrechetReference  # noqa: E402
 from trilemma.metrics.reference import reference_stats  # noqa: E402
 
 KEYS = ("FD-mnist", "precision", "recall", "density", "coverage", "IS-mnist")
-
-
-def find_mnist(given: str | None) -> Path:
-    """``--mnist-root``, else the first ``shared/data/mnist`` in a parent of this repository."""
-    if given:
-        return Path(given)
-    for parent in Path(__file__).resolve().parents:
-        cand = parent / "shared" / "data" / "mnist"
-        if cand.is_dir():
-            return cand
-    raise SystemExit("no MNIST folder found; pass --mnist-root (four IDX files, .gz allowed)")
 
 
 def classifier(root: Path, cache: Path, steps: int) -> Any:
