@@ -141,3 +141,10 @@ def test_evaluate_makes_a_row_per_guidance_weight(runs, capsys, tmp_path):
     code, _, err = _run(capsys, "evaluate", cond, "--guidance", "1/x", "--n", 40, "--out",
                         tmp_path / "e3", "--quiet")
     assert code != 0 and "--guidance: expected weights" in err
+
+
+@pytest.mark.parametrize("name", ["digits_vp_cond.yaml", "mnist_vp_cond.yaml"])
+def test_shipped_conditional_configs_have_ten_classes(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = Config.from_dict(yaml.safe_load(path.read_text()), check_paths=False)
+    assert cfg.data["labels"] is True and cfg.model["net"]["num_classes"] == 10

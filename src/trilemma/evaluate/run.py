@@ -193,13 +193,10 @@ def evaluate_run(
     ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
     (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
     95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none).
-    ``guidance``: classifier-free guidance weights ``w`` of a class-conditional run; every
-    request becomes one row per ``w`` on the class-balanced labels (:func:`balanced_labels`),
-    scored with ``class_share`` besides (:meth:`Scorer.scored`). Returns a
+    ``guidance``: weights ``w``, one class-balanced row each (:func:`_guided`). Returns a
     JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
     write with :func:`trilemma.report.write_report`.
     """
-
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
                     precision, bootstrap)
     reqs = as_requests(samplers, options)
@@ -241,7 +238,9 @@ def evaluate_run(
 
 def _guided(model: Method, reqs: list[SamplerRequest], guidance: Sequence[float] | None,
             n: int, run_label: str) -> tuple[list[SamplerRequest], torch.Tensor | None]:
-    """The requests once per guidance weight, and the class-balanced labels they sample."""
+    """Each request once per classifier-free guidance weight ``w`` of a class-conditional run,
+    and the class-balanced labels (:func:`balanced_labels`) every such row samples; the rows
+    are scored with ``class_share`` besides (:meth:`Scorer.scored`)."""
     if not guidance:
         return reqs, None
     bad = [w for w in guidance if isinstance(w, bool) or not isinstance(w, (int, float))

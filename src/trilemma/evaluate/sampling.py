@@ -125,9 +125,7 @@ def timed_sample(
     ``device``: where to synchronise and measure memory (default: the model's). ``memory``:
     measure peak memory over the first batch. ``precision``: ``"fp32"`` or ``"bf16"``
     (autocast, module docstring). ``labels`` (one per sample, split with the batches) and
-    ``guidance``: class-conditional sampling with classifier-free guidance ``w``. Sampler
-    errors propagate unchanged.
-    """
+    ``guidance``: class-conditional, guided sampling. Sampler errors propagate unchanged."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     batch = n if batch is None else batch
