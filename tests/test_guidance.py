@@ -170,6 +170,7 @@ def test_misuse_is_a_clear_error():
 def test_label_helpers():
     assert balanced_labels(10, 5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert torch.bincount(balanced_labels(500, 10)).tolist() == [50] * 10
+    assert balanced_labels(7, 3, interleave=True).tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert parse_labels("balanced", 10) is None
     assert parse_labels("0, 1,9", 10).tolist() == [0, 1, 9]
     with pytest.raises(ValueError, match="labels: classes run from 0 to 9"):

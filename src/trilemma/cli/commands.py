@@ -307,7 +307,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for w in run.get("warnings", []):
             print(f"{PROG}: warning: {run['label']}: {w}", file=sys.stderr)
     print(f"report: {paths['html']} (also results.json, results.csv, quality_vs_nfe.png, "
-          f"quality_vs_time.png, diversity_vs_nfe.png in {out})")
+          f"quality_vs_time.png, diversity_vs_nfe.png{', guidance.png' if guidance else ''} "
+          f"in {out})")
     return 0
 
 

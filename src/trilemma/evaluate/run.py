@@ -251,7 +251,7 @@ def _guided(model: Method, reqs: list[SamplerRequest], guidance: Sequence[float]
         raise EvaluationError(f"--guidance: run {run_label} is unconditional (trained without "
                               "data.labels: true); evaluate it without --guidance")
     return ([dataclasses.replace(r, guidance=float(w)) for r in reqs for w in guidance],
-            balanced_labels(n, model.num_classes))
+            balanced_labels(n, model.num_classes, interleave=True))
 
 
 def check_fits_some_run(runs: Sequence[str | os.PathLike], requests: Sequence[SamplerRequest],

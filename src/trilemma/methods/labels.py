@@ -13,13 +13,15 @@ import torch
 from torch import Tensor
 
 
-def balanced_labels(n: int, num_classes: int) -> Tensor:
-    """``n`` labels, ``n / num_classes`` of each class in order (``0 0 .. 1 1 .. K-1``); when
-    ``n`` is not a multiple the classes differ by at most one sample."""
+def balanced_labels(n: int, num_classes: int, interleave: bool = False) -> Tensor:
+    """``n`` labels, ``n / num_classes`` of each class in order (``0 0 .. 1 1 .. K-1``), or
+    ``interleave``d (``0 1 .. K-1 0 1 ..``: every batch and every IS split of an evaluation
+    balanced too); when ``n`` is not a multiple the classes differ by at most one sample."""
     if n < 1 or num_classes < 1:
         raise ValueError(f"balanced labels need n >= 1 and num_classes >= 1, got n={n}, "
                          f"num_classes={num_classes}")
-    return torch.arange(n, dtype=torch.long) * num_classes // n
+    idx = torch.arange(n, dtype=torch.long)
+    return idx % num_classes if interleave else idx * num_classes // n
 
 
 def parse_labels(text: str, num_classes: int | None) -> Tensor | None:
