@@ -120,9 +120,9 @@ class LabelNet(torch.nn.Module):
 
     num_classes = 3
 
-    def __init__(self) -> None:
+    def __init__(self, in_dim: int = 2) -> None:
         super().__init__()
-        self.lin = torch.nn.Linear(2, 2)
+        self.lin = torch.nn.Linear(in_dim, 2)
         self.table = torch.nn.Embedding(4, 2)
 
     def forward(self, x, t, labels=None):
@@ -130,21 +130,23 @@ class LabelNet(torch.nn.Module):
         return self.lin(x) + 3.0 * self.table(lab)
 
 
-def test_sample_uses_the_labels_and_counts_both_network_calls():
+@pytest.mark.parametrize("process,sampler", [(VP(), "ddim"), (CLD(), "sscs")],
+                         ids=["vp", "cld"])
+def test_sample_uses_the_labels_and_counts_both_network_calls(process, sampler):
     torch.manual_seed(0)
-    model = ScoreModel(VP(), LabelNet(), (2,))
+    model = ScoreModel(process, LabelNet(2 * process.k), (2,))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     runs = {}
     for name, kw in {"uncond": {}, "cond": {"labels": labels},
                      "guided": {"labels": labels, "guidance": 2.0}}.items():
-        runs[name] = model.sample(6, "ddim", 10, generator=torch.Generator().manual_seed(3),
+        runs[name] = model.sample(6, sampler, 10, generator=torch.Generator().manual_seed(3),
                                   **kw)
     assert not torch.allclose(runs["cond"].samples, runs["uncond"].samples)
     assert not torch.allclose(runs["guided"].samples, runs["cond"].samples)
     assert runs["uncond"].nfe == runs["cond"].nfe == 10
     assert runs["guided"].nfe == 20 and runs["guided"].info["score_evals"] == 10
     # other labels, other samples: the labels reach every step
-    other = model.sample(6, "ddim", 10, generator=torch.Generator().manual_seed(3),
+    other = model.sample(6, sampler, 10, generator=torch.Generator().manual_seed(3),
                          labels=labels.roll(1))
     assert not torch.allclose(other.samples, runs["cond"].samples)
 
