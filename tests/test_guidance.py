@@ -206,3 +206,19 @@ def test_a_trained_class_conditional_toy_samples_the_asked_class():
         assert share > 0.9, (w, share)
     free = model.sample(200, "dpm2m", 20, generator=torch.Generator().manual_seed(1))
     assert float((mix.assign(free.samples) == labels).double().mean()) < 0.6
+
+
+def test_cld_guidance_leaves_the_analytic_part_exact():
+    """A network that outputs 0 for every class: the guided mixed score is CLD's analytic part
+    -v/Sigma_vv bit for bit in float32 (it enters once, not as (1 + w) a - w a)."""
+    net = LabelNet(4)
+    torch.nn.init.zeros_(net.lin.weight)
+    torch.nn.init.zeros_(net.lin.bias)
+    torch.nn.init.zeros_(net.table.weight)
+    model = ScoreModel(CLD(), net, (2,), "mixed")
+    gen = torch.Generator().manual_seed(4)
+    u, t = torch.randn(256, 4, generator=gen), torch.rand(256, generator=gen) * 0.9 + 0.05
+    labels = torch.randint(0, 3, (256,), generator=gen)
+    plain = model.score_fn(labels)(u, t)
+    assert plain.abs().min() > 0
+    assert torch.equal(model.score_fn(labels, guidance=0.7)(u, t), plain)
