@@ -138,7 +138,7 @@ def test_classifier_free_guidance_combines_conditional_and_null_scores():
     with pytest.raises(ValueError, match="needs labels"):
         model.score_fn(guidance=1.0)
     plain = ScoreModel(VP(), MLP(2, 2, hidden=8, depth=1), (2,))
-    with pytest.raises(ValueError, match="no class conditioning"):
+    with pytest.raises(ValueError, match="labels: this model is unconditional"):
         plain.score_fn(labels)
 
 

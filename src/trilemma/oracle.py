@@ -96,11 +96,16 @@ class GaussianMixture:
 
     def assign(self, x: Tensor) -> Tensor:
         """The most likely component of each sample (for mode metrics)."""
+        return torch.argmax(self.posterior(x), dim=1)
+
+    def posterior(self, x: Tensor) -> Tensor:
+        """Exact component posteriors ``p(k | x)`` of data ``x``, shape ``(B, K)`` (float64):
+        with each component a class, the probability that a sample belongs to each class."""
         x64 = self._check(x, self.dim, "x").to(_F64).cpu()
         var = self.stds**2
         diff = x64[:, None, :] - self.means[None]
         comp = -0.5 * ((diff**2) / var + torch.log(2 * math.pi * var)).sum(-1)
-        return torch.argmax(comp + torch.log(self.weights), dim=1)
+        return torch.softmax(comp + torch.log(self.weights), dim=1)
 
     # ------------------------------------------------------------------ diffused marginals
     def _components(self, process: LinearProcess, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,9 +150,40 @@ class GaussianMixture:
         score = score.to(u.dtype).to(u.device)
         return score if full else process.noise_part(score)
 
+    def conditional_score(
+        self, process: LinearProcess, u: Tensor, t: float | Tensor, labels: Tensor,
+        full: bool = False,
+    ) -> Tensor:
+        """Exact class-conditional score ``∇ log p_t(u | c)`` with each component a class
+        (``labels``: one component per sample): the diffused component's Gaussian score."""
+        labels = torch.as_tensor(labels).cpu().long()
+        if labels.shape != (u.shape[0],) or labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) >= self.n_components):
+            raise ValueError(f"labels must be ({u.shape[0]},) components in [0, "
+                             f"{self.n_components - 1}], got shape {tuple(labels.shape)}")
+        _, score = self._log_prob_and_score(process, u, t, want_score=True, labels=labels)
+        score = score.to(u.dtype).to(u.device)
+        return score if full else process.noise_part(score)
+
+    def guided_score_fn(self, process: LinearProcess, labels: Tensor,
+                        guidance: float = 0.0) -> ScoreFn:
+        """Classifier-free guidance with exact scores (REFERENCE.md §9.1):
+        ``(1 + w) ∇ log p_t(u | c) - w ∇ log p_t(u)``; ``w = 0`` is the conditional score."""
+
+        def fn(u: Tensor, t: Tensor) -> Tensor:
+            cond = self.conditional_score(process, u, t, labels)
+            if not guidance:
+                return cond
+            return (1.0 + guidance) * cond - guidance * self.marginal_score(process, u, t)
+
+        return fn
+
     def _log_prob_and_score(
-        self, process: LinearProcess, u: Tensor, t: float | Tensor, want_score: bool
+        self, process: LinearProcess, u: Tensor, t: float | Tensor, want_score: bool,
+        labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        """``log p_t(u)`` and the score; with ``labels`` the score of each sample's component
+        (its responsibility set to one)."""
         k = process.k
         ub, mean, prec, logdet, inv = self._per_sample(process, u, t)
         n = ub.shape[0]
@@ -168,7 +204,8 @@ class GaussianMixture:
             logp = torch.logsumexp(comp, dim=1)
             logps.append(logp)
             if want_score:
-                resp = torch.softmax(comp, dim=1)  # (b, K)
+                resp = (torch.softmax(comp, dim=1) if labels is None  # (b, K)
+                        else torch.nn.functional.one_hot(labels[sl], comp.shape[1]).to(_F64))
                 score = -(resp[..., None, None] * pd).sum(1)  # (b, d, k)
                 scores.append(score.transpose(1, 2).reshape(score.shape[0], k * self.dim))
         logp = torch.cat(logps)

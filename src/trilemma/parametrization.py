@@ -75,15 +75,32 @@ class Parametrization(nn.Module):
             return t
         return (-0.25 * self.process.log_snr(t)).to(t.dtype)
 
-    def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The score on the noise-driven block at states ``u`` and times ``t`` (shape ``(B,)``)."""
+    def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None,
+                guidance: float = 0.0) -> Tensor:
+        """The score on the noise-driven block at states ``u`` and times ``t`` (shape ``(B,)``);
+        ``guidance = w > 0`` with ``labels``: classifier-free guidance (:meth:`net_output`)."""
         t = (
             t.to(u.dtype)
             if t.dim()
             else torch.full((u.shape[0],), float(t), dtype=u.dtype, device=u.device)
         )
-        inp = self.c_in(u, t) * u
-        tn = self.c_noise(t)
-        out = self.net(inp, tn) if labels is None else self.net(inp, tn, labels)
+        out = self.net_output(self.c_in(u, t) * u, self.c_noise(t), labels, guidance)
         return self.process.prediction_to_score(self.prediction, out, u, t,
                                                 sigma_data=self.sigma_data)
+
+    def net_output(self, inp: Tensor, tn: Tensor, labels: Tensor | None,
+                   guidance: float) -> Tensor:
+        """The network's output; with ``guidance = w > 0`` the combination
+        ``(1 + w) F(c) - w F(null)`` of one batched call on the class and the null class.
+
+        Every prediction maps to the score affinely (``s = A(u, t) + B(u, t) F``), so combining
+        outputs is combining scores while the analytic part ``A`` (CLD's ``-v/Sigma_vv``, the
+        ``x0`` and ``edm`` skips) enters once: exact, not a near-cancellation."""
+        if labels is None:
+            return self.net(inp, tn)
+        if not guidance:
+            return self.net(inp, tn, labels)
+        null = torch.full_like(labels, int(self.net.num_classes))
+        both = self.net(torch.cat([inp, inp]), torch.cat([tn, tn]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return cond + guidance * (cond - uncond)

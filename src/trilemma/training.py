@@ -22,6 +22,7 @@ import torch
 from . import __version__
 from .errors import RunError
 from .methods.base import Method
+from .methods.labels import balanced_labels
 from .nets import count_parameters
 from .plots import save_samples
 from .runs import (
@@ -112,13 +113,17 @@ def sample_title(config: Config, sampler: str, nfe: int, step: int | None = None
 
 def _sample_fn(config: Config, device: str, data: torch.Tensor
                ) -> Callable[[Method, int, Path], None]:
-    """The trainer's periodic sample grid with the config's ``sample`` section."""
+    """The trainer's periodic sample grid with the config's ``sample`` section (a
+    class-conditional model draws every class in turn)."""
     smp = config.sample
     reference = data[:2000] if data.dim() == 2 else None
 
     def sample_fn(m: Method, step: int, run_dir: Path) -> None:
         gen = make_generator(config.seed, device)
-        res = m.sample(smp["n"], smp["sampler"], smp["nfe"], generator=gen, **smp["options"])
+        cond = ({"labels": balanced_labels(smp["n"], m.num_classes)}  # classes in order
+                if m.num_classes is not None else {})
+        res = m.sample(smp["n"], smp["sampler"], smp["nfe"], generator=gen, **cond,
+                       **smp["options"])
         save_samples(res.samples, Path(run_dir) / "samples" / f"step_{step:06d}.png",
                      title=sample_title(config, smp["sampler"], res.nfe, step),
                      reference=reference)
@@ -184,8 +189,9 @@ def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
     _prepare(model, config, out, dist, ckpt is not None)
     n_params = count_parameters(model)
     data = dataset.data if hasattr(dataset, "data") else dataset
+    batches = (data, dataset.labels) if config.data.get("labels") is True else data
     try:
-        trainer = Trainer(model, data, build_train_config(config), out, device=device,
+        trainer = Trainer(model, batches, build_train_config(config), out, device=device,
                           sample_fn=_sample_fn(config, device, data), progress=progress,
                           metadata={"config": resolved, "data_shape": list(shape)})
         with warnings.catch_warnings(record=True) as caught:  # shown as notes, below

@@ -47,6 +47,7 @@ from ..train import list_checkpoints
 from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.validation import nonfinite
 from ..training import RunError, describe_outcome, sample_title, train_run
+from .conditioning import parse_guidance, sample_conditioning
 from .parser import PROG
 from .tools import is_dir_target, write_png_folder
 
@@ -142,7 +143,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, config, saved = load_run(args.run, device)
     sampler = args.sampler or config.sample["sampler"]
     nfe = args.nfe or config.sample["nfe"]
-    n = args.n or config.sample["n"]
+    try:
+        n, labels, guidance = sample_conditioning(args, model, config.sample["n"])
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     # the config's sampler options go with the config's sampler only
     options = dict(config.sample["options"]) if sampler == config.sample["sampler"] else {}
     for text in args.options:
@@ -162,7 +166,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
                              generator=make_generator(args.seed, device), options=options,
                              device=device, warmup=False, memory=False,
-                             precision=args.precision)
+                             precision=args.precision, labels=labels, guidance=guidance)
     except ValueError as err:  # the sampler refuses an option value (eta=-3, order=7, ...)
         where = f"--opt (sampler {sampler})" if options else f"--sampler {sampler}"
         raise CLIError(f"{where}: {err}") from None
@@ -173,15 +177,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif out.suffix.lower() == ".npz":
         save_npz(out, samples, nfe=np.int64(nfe_used), seconds=np.float64(seconds),
                  seconds_per_sample=np.float64(seconds / n), sampler=np.str_(sampler),
-                 seed=np.int64(args.seed), step=np.int64(saved.step if saved.step else -1))
+                 seed=np.int64(args.seed), step=np.int64(saved.step if saved.step else -1),
+                 **({} if labels is None else {"labels": labels.numpy(),
+                                              "guidance": np.float64(guidance)}))
     else:
-        save_samples(samples, out, title=sample_title(config, sampler, nfe_used, saved.step))
+        title = sample_title(config, sampler, nfe_used, saved.step)
+        save_samples(samples, out, title=title + _conditioning_note(labels, guidance))
     bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
-    print(f"{n} samples from {saved.weights} (step {saved.step}) with {sampler}: NFE {nfe_used}, "
+    print(f"{n} samples{_conditioning_note(labels, guidance)} from {saved.weights} (step "
+          f"{saved.step}) with {sampler}: NFE {nfe_used}, "
           f"{seconds:.3f} s, {seconds / n * 1e3:.4f} ms per sample -> {out}")
     if bad:
         print(f"{PROG}: warning: {bad} of {n} samples are not finite", file=sys.stderr)
     return 0
+
+
+def _conditioning_note(labels: torch.Tensor | None, guidance: float) -> str:
+    """``, class 3, w = 2`` for a title; empty for unconditional samples."""
+    if labels is None:
+        return ""
+    uniq = labels.unique()
+    what = f"class {int(uniq[0])}" if len(uniq) == 1 else f"{len(uniq)} classes"
+    return f", {what}, w = {guidance:g}"
 
 
 # --------------------------------------------------------------------------- info
@@ -245,6 +262,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.nll < 0:
         raise CLIError(f"--nll must be >= 0, got {args.nll}")
     device = _device(args.device)
+    try:
+        guidance = parse_guidance(args.guidance)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     out = _out_dir(args.out)
     try:
         options = parse_options(args.options)
@@ -264,7 +285,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
                 skip_unfit=len(args.runs) > 1, precision=args.precision,
-                bootstrap=args.bootstrap))
+                bootstrap=args.bootstrap, guidance=guidance))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)
@@ -286,7 +307,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for w in run.get("warnings", []):
             print(f"{PROG}: warning: {run['label']}: {w}", file=sys.stderr)
     print(f"report: {paths['html']} (also results.json, results.csv, quality_vs_nfe.png, "
-          f"quality_vs_time.png, diversity_vs_nfe.png in {out})")
+          f"quality_vs_time.png, diversity_vs_nfe.png{', guidance.png' if guidance else ''} "
+          f"in {out})")
     return 0
 
 

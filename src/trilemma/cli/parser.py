@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     _add_precision(p)
+    _add_conditioning(p)
 
     p = sub.add_parser("info", help="describe a run or checkpoint",
                        description="Print step, process, net, parameter count and config.")
@@ -76,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_tool_parsers(sub)
     finish_parser(parser, sub)
     return parser
+
+
+def _add_conditioning(p: argparse.ArgumentParser) -> None:
+    """``--label``, ``--labels``, ``--guidance``: class-conditional sampling of a run trained
+    with ``data.labels: true``."""
+    p.add_argument("--label", dest="label", type=int, metavar="C",
+                   help="class-conditional run: every sample of class C (0 .. classes - 1)")
+    p.add_argument("--labels", dest="labels", metavar="balanced|LIST",
+                   help="class-conditional run: 'balanced' (n / classes of each class, in "
+                   "order) or a comma-separated list such as 0,1,2 (one sample each)")
+    p.add_argument("--guidance", dest="guidance", type=float, metavar="W",
+                   help="classifier-free guidance weight w >= 0 with --label/--labels "
+                   "((1 + w) s(u|c) - w s(u); w > 0 costs 2 network calls per score "
+                   "evaluation, counted in the NFE printed; default 0: plain conditional)")
 
 
 def _add_precision(p: argparse.ArgumentParser) -> None:
@@ -139,6 +154,11 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
                    help="only sample, time and draw grids (data without a labelled split)")
     p.add_argument("--label", action="append", default=[], metavar="NAME",
                    help="display name of each run, in order (repeatable; default: folder name)")
+    p.add_argument("--guidance", dest="guidance", metavar="W1/W2/...",
+                   help="class-conditional runs: one row per classifier-free guidance weight "
+                   "and sampler/budget, e.g. 0/0.5/1/2/4, each on n class-balanced samples "
+                   "and scored with the asked-class share besides (NFE counts both network "
+                   "calls of w > 0); guidance.png plots FD, recall and the share against w")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     _add_precision(p)

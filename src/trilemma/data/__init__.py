@@ -23,6 +23,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from .. import oracle
 from .images import (
     FolderSource,
     binarize,
@@ -46,6 +47,7 @@ __all__ = [
     "FolderSource",
     "binarize",
     "checkerboard",
+    "dataset_classes",
     "list_images",
     "load_cifar10",
     "load_dataset",
@@ -260,7 +262,22 @@ DATASETS: dict[str, Callable[..., ArrayDataset]] = {
     "cifar10": _cifar10,
 }
 
-_COMMON = ("binarize", "binarize_seed", "limit")
+_COMMON = ("binarize", "binarize_seed", "limit", "labels")
+#: data sets whose samples carry one of ten class labels
+_TEN_CLASSES = ("digits", "idx", "cifar10")
+
+
+def dataset_classes(config: dict[str, Any]) -> int | None:
+    """How many classes the labels of a data config have, without loading it (None: the data
+    has no class labels): the components of a toy mixture, ten for digits, idx (with labels)
+    and cifar10, none for a folder or a toy shape."""
+    name = config.get("name")
+    if name == "toy":
+        toy = config.get("toy")
+        return oracle.get_mixture(toy).n_components if toy in oracle.MIXTURES else None
+    if name == "idx" and config.get("root") is None:
+        return None  # a labels file with images is read, but is no class-label flag
+    return 10 if name in _TEN_CLASSES else None
 
 
 def _check_keys(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
@@ -285,7 +302,8 @@ def load_dataset(config: dict[str, Any]) -> ArrayDataset:
     ``recursive``, ``split``, ``test_fraction``, ``seed``, ``hflip``), idx (``images``
     [+ ``labels``] or ``root`` + ``split``), cifar10 (``root``, ``split``). Common:
     ``binarize`` (None, 'threshold', 'stochastic'; stochastic is drawn once from
-    ``binarize_seed``) and ``limit`` (keep the first ``limit`` samples).
+    ``binarize_seed``), ``limit`` (keep the first ``limit`` samples) and ``labels`` (true:
+    the data must carry class labels, for class-conditional training).
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
@@ -295,12 +313,18 @@ def load_dataset(config: dict[str, Any]) -> ArrayDataset:
     name = cfg.pop("name")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    want_labels = cfg.get("labels") is True  # idx's labels may also be its labels file
+    if name != "toy" and isinstance(cfg.get("labels"), bool):
+        cfg.pop("labels")
     bin_mode = cfg.pop("binarize", None)
     bin_seed = cfg.pop("binarize_seed", 0)
     limit = cfg.pop("limit", None)
     fn = DATASETS[name]
     _check_keys(name, fn, cfg)
     ds = fn(**cfg)
+    if want_labels and ds.labels is None:
+        raise ValueError(f"labels: dataset {name!r} has no class labels here; remove labels "
+                         "(or, for idx, give the labels file)")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")

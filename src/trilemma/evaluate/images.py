@@ -274,6 +274,12 @@ class ImageScorer(Scorer):
         return measure_images(x, self.clf, self.ref, self.inception, self.inception_ref,
                               counts, (self.fd_ref, self.fid_ref))
 
+    def class_hits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Whether the data's classifier assigns each image (clamped to [-1, 1]) its asked
+        class."""
+        _, logits = features_and_logits(self.clf, x.clamp(-1.0, 1.0))
+        return (logits.argmax(dim=1) == labels.to(logits.device)).double()
+
     def baseline(self, n: int, seed: int) -> dict[str, Any]:
         """``n`` images of the other split (train, or test for a train reference), binarised
         as the run's data, picked by a permutation seeded with ``seed``."""

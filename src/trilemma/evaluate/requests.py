@@ -30,14 +30,16 @@ class SamplerRequest:
     name: str
     nfe: int | None
     options: dict[str, Any] = field(default_factory=dict)
+    guidance: float | None = None
 
     @property
     def label(self) -> str:
-        """``name`` plus non-empty options, e.g. ``gddim[order=2]``."""
-        if not self.options:
-            return self.name
-        return self.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items())) \
-            + "]"
+        """``name`` plus non-empty options, e.g. ``gddim[order=2]``, and the classifier-free
+        guidance weight of a class-conditional row (``dpm2m w=2``)."""
+        text = self.name
+        if self.options:
+            text += "[" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items())) + "]"
+        return text if self.guidance is None else f"{text} w={self.guidance:g}"
 
     @property
     def adaptive(self) -> bool:

@@ -49,9 +49,12 @@ def environment(device: str | torch.device) -> dict[str, Any]:
 def row_head(run_label: str, method: str, req: SamplerRequest, n: int, seed: int,
              batch_size: int) -> dict[str, Any]:
     """The fields every row of a (run, sampler, budget) starts with."""
-    return {"run": run_label, "method": method, "sampler": req.name, "label": req.label,
+    head = {"run": run_label, "method": method, "sampler": req.name, "label": req.label,
             "options": dict(req.options), "nfe_budget": req.nfe, "adaptive": req.adaptive,
             "n": n, "seed": seed, "batch_size": min(batch_size, n)}
+    if req.guidance is not None:  # a class-conditional row: class-balanced, guidance w
+        head["guidance"] = req.guidance
+    return head
 
 
 def save_row_files(row: dict[str, Any], samples: Tensor, out: Path, *, grid_n: int = 64,

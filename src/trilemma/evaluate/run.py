@@ -3,6 +3,8 @@ timed and scored (the composition of the other modules of :mod:`trilemma.evaluat
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..methods.labels import balanced_labels
 from ..metrics.bootstrap import BOOTSTRAP_SEED, DEFAULT_REPEATS, LEVEL, METHOD
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
 from ..setup import load_run, make_generator, resolve_device
@@ -94,6 +97,7 @@ class _Job:
     grid_n: int
     save_samples: bool
     precision: str = "fp32"
+    labels: torch.Tensor | None = None  # class-balanced asked classes of guided rows
 
 
 def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], Scored | None]:
@@ -102,18 +106,20 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     numerically (FloatingPointError, RuntimeError) gives a row with ``error`` and no scores."""
 
     row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
+    labels = job.labels if req.guidance is not None else None
     try:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
                              options=req.options, device=job.device, progress=job.progress,
-                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision)
+                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision,
+                             labels=labels, guidance=req.guidance)
     except (FloatingPointError, RuntimeError) as err:
         row["error"] = f"{type(err).__name__}: {err}"
         return row, None
     except ValueError as err:
         raise EvaluationError(f"--samplers {req.label}:{req.nfe}: {err}") from None
     row.update(drawn.record())
-    scored = job.scorer.scored(drawn.samples)
+    scored = job.scorer.scored(drawn.samples, labels)
     m, w, bad = scored.metrics, scored.warnings, scored.bad
     row["n_nonfinite"] = bad
     if bad:
@@ -174,6 +180,7 @@ def evaluate_run(
     nll_batch: int = 100,
     precision: str = "fp32",
     bootstrap: int = DEFAULT_REPEATS,
+    guidance: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Sample a trained run with every requested sampler/budget and score it (package doc).
 
@@ -185,11 +192,11 @@ def evaluate_run(
     With ``out_dir``, sample grids go to ``out_dir/grids`` and the samples to
     ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
     (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
-    95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none). Returns a
+    95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none).
+    ``guidance``: weights ``w``, one class-balanced row each (:func:`_guided`). Returns a
     JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
     write with :func:`trilemma.report.write_report`.
     """
-
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
                     precision, bootstrap)
     reqs = as_requests(samplers, options)
@@ -197,6 +204,7 @@ def evaluate_run(
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     model, config, saved = load_run(run_path, device)
     run_label = label or _run_label(saved, run_path)
+    reqs, labels = _guided(model, reqs, guidance, n, run_label)
     spec = data_spec(config, reference)
     if nll_n:
         check_likelihood(model, spec)  # fail before sampling, not after
@@ -212,7 +220,7 @@ def evaluate_run(
     warn += baseline["warnings"] if baseline else []
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples, precision)
+               save_samples, precision, labels)
     rows, scores = _evaluate_requests(job, fitting, warn)
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None
@@ -226,6 +234,24 @@ def evaluate_run(
                         classifier_steps=classifier_steps, cache_dir=cache,
                         extra={"sampling_precision": precision,
                                "bootstrap": bootstrap_settings(bootstrap)})
+
+
+def _guided(model: Method, reqs: list[SamplerRequest], guidance: Sequence[float] | None,
+            n: int, run_label: str) -> tuple[list[SamplerRequest], torch.Tensor | None]:
+    """Each request once per classifier-free guidance weight ``w`` of a class-conditional run,
+    and the class-balanced labels (:func:`balanced_labels`) every such row samples; the rows
+    are scored with ``class_share`` besides (:meth:`Scorer.scored`)."""
+    if not guidance:
+        return reqs, None
+    bad = [w for w in guidance if isinstance(w, bool) or not isinstance(w, (int, float))
+           or not math.isfinite(w) or w < 0]
+    if bad:
+        raise EvaluationError(f"--guidance: weights must be numbers w >= 0, got {bad}")
+    if model.num_classes is None:
+        raise EvaluationError(f"--guidance: run {run_label} is unconditional (trained without "
+                              "data.labels: true); evaluate it without --guidance")
+    return ([dataclasses.replace(r, guidance=float(w)) for r in reqs for w in guidance],
+            balanced_labels(n, model.num_classes, interleave=True))
 
 
 def check_fits_some_run(runs: Sequence[str | os.PathLike], requests: Sequence[SamplerRequest],

@@ -80,9 +80,17 @@ class Scorer:
         m, w, _ = self.measure(x, None)
         return m, w
 
-    def scored(self, samples: Tensor) -> Scored:
+    def class_hits(self, x: Tensor, labels: Tensor) -> Tensor | None:
+        """Per sample, 1.0 where finite sample ``x`` lands in its asked class ``labels`` (the
+        data's classifier for images, the oracle's most likely component for mixtures); None
+        where the data has no way to tell."""
+        return None
+
+    def scored(self, samples: Tensor, labels: Tensor | None = None) -> Scored:
         """Metrics of the finite samples with 95% bootstrap intervals ``<key>_ci`` (NaN/inf
-        values become None, JSON-safe), warnings, the non-finite count and the replicates."""
+        values become None, JSON-safe), warnings, the non-finite count and the replicates.
+        With the asked ``labels`` of class-conditional samples, also ``class_share``: the
+        share that lands in its asked class (:meth:`class_hits`), resampled alike."""
         ok = torch.isfinite(samples.reshape(len(samples), -1)).all(dim=1)
         bad = int((~ok).sum())
         x = samples[ok]
@@ -90,6 +98,12 @@ class Scorer:
             return Scored({}, [f"only {len(x)} finite samples: no metrics"], bad)
         counts = bootstrap_counts(len(x), self.repeats) if self.repeats else None
         m, w, reps = self.measure(x, counts)
+        hits = self.class_hits(x, labels[ok]) if labels is not None else None
+        if hits is not None:
+            hits_np = hits.double().cpu().numpy()
+            m["class_share"] = float(hits_np.mean())
+            if counts is not None:
+                reps["class_share"] = counts @ hits_np / len(x)
         m = with_intervals({k: finite(v) for k, v in m.items()}, reps)
         return Scored(m, w, bad, reps)
 

@@ -103,6 +103,13 @@ class ToyScorer(Scorer):
         msg = quiet_warning("prdc", min(len(x), len(self.prdc_real)))
         return out, [msg] if msg else []
 
+    def class_hits(self, x: Tensor, labels: Tensor) -> Tensor | None:
+        """Whether the oracle's most likely component of each point is its asked class (the
+        components of a labelled mixture are its classes); None for toys without an oracle."""
+        if self.mixture is None:
+            return None
+        return (self.mixture.assign(x) == labels.cpu()).double()
+
     def baseline(self, n: int, seed: int) -> dict[str, Any]:
         """``n`` fresh exact samples (or fresh data) from a fixed seed (``seed`` unused: the
         baseline of a toy does not depend on the run's seed)."""

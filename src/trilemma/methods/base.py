@@ -34,12 +34,15 @@ class Method(nn.Module):
             (each with its own optimizer, see :meth:`param_groups`), e.g. ``('d', 'g')``.
         process: the forward SDE the samplers integrate (None for a method with its own chain).
         data_shape: shape of one data sample, without the batch dimension.
+        num_classes: the classes a class-conditional method samples (``labels=`` of
+            :meth:`sample`); None for an unconditional one.
     """
 
     name: ClassVar[str] = "method"
     train_phases: ClassVar[tuple[str, ...] | None] = None
     process: LinearProcess | None = None
     data_shape: tuple[int, ...] = ()
+    num_classes: int | None = None
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: Tensor | tuple | list, generator: torch.Generator | None = None,

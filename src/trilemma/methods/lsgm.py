@@ -303,7 +303,8 @@ class LSGM(Method):
         latents are in ``result.info['latents']``.
         """
         if labels is not None or guidance:
-            raise ValueError("LSGM here is unconditional: labels/guidance are not supported")
+            raise ValueError("labels/guidance: LSGM's latent prior is unconditional (class-"
+                             "conditional training is for the score method); omit them")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         mode = decode or self.decode_mode

@@ -21,6 +21,7 @@ from ..processes.cld import CLD
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from .base import Method, auto_divergence
+from .labels import check_conditioning
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
 
@@ -135,25 +136,25 @@ class ScoreModel(Method):
         """A no-grad score function for the samplers.
 
         With ``labels`` the score is class-conditional; ``guidance = w > 0`` applies
-        classifier-free guidance ``(1 + w) s(u | c) - w s(u)`` (2 network calls per NFE).
+        classifier-free guidance ``(1 + w) s(u | c) - w s(u)`` (one batched call on the class
+        and the null class: 2 network evaluations per score evaluation). ``labels`` must have
+        one entry per sample of the states the function is called on.
         """
-        if labels is not None and self.num_classes is None:
-            raise ValueError("labels given, but the network has no class conditioning")
-        if guidance and labels is None:
-            raise ValueError("classifier-free guidance needs labels")
+        if labels is not None:
+            labels = check_conditioning(labels, guidance, len(labels), self.num_classes)
+        else:
+            check_conditioning(None, guidance, 0, self.num_classes)
 
         def fn(u: Tensor, t: Tensor) -> Tensor:
             with torch.no_grad():
-                if labels is None:
-                    return self.model(u, t)
-                lab = labels.to(u.device)
-                cond = self.model(u, t, lab)
-                if not guidance:
-                    return cond
-                null = torch.full_like(lab, self.num_classes)
-                return (1.0 + guidance) * cond - guidance * self.model(u, t, null)
+                lab = None if labels is None else labels.to(u.device)
+                return self.model(u, t, lab, guidance)
 
         return fn
+
+    def net_calls(self, labels: Tensor | None = None, guidance: float = 0.0) -> int:
+        """Network evaluations per score evaluation: 2 with guidance (class and null), else 1."""
+        return 2 if labels is not None and guidance else 1
 
     @torch.no_grad()
     def sample(
@@ -168,15 +169,19 @@ class ScoreModel(Method):
     ) -> SampleResult:
         """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult).
 
-        ``labels`` (shape ``(n,)``) and ``guidance`` select class-conditional sampling.
+        ``labels`` (shape ``(n,)``, classes ``0 .. num_classes - 1``) select class-conditional
+        sampling, ``guidance = w`` classifier-free guidance. ``nfe`` budgets score evaluations;
+        the result's ``nfe`` counts network evaluations (twice the score evaluations with
+        ``w > 0``; ``info['score_evals']`` keeps the sampler's count).
         """
+        labels = check_conditioning(labels, guidance, n, self.num_classes)
         param = next(self.parameters())
         was_training = self.training
         self.eval()
         try:
-            return run_sampler(
+            res = run_sampler(
                 sampler,
-                self.score_fn(),
+                self.score_fn(labels, guidance),
                 self.process,
                 self.state_shape(n),
                 nfe,
@@ -187,6 +192,10 @@ class ScoreModel(Method):
             )
         finally:
             self.train(was_training)
+        calls = self.net_calls(labels, guidance)
+        res.info.update(score_evals=res.nfe, net_calls_per_eval=calls)
+        res.nfe = res.nfe * calls
+        return res
 
     def nll(self, x: Tensor, *, generator: torch.Generator | None = None,
             divergence: str = "auto", **ode: Any) -> dict[str, Any]:

@@ -10,6 +10,8 @@
 - ``quality_vs_time.png``: quality against wall-clock seconds per sample (log x), one point
   per sampler/budget, methods in colour, every point labelled;
 - ``diversity_vs_nfe.png``: recall (modes covered for oracle mixtures) against NFE;
+- ``guidance.png`` (rows of ``trilemma evaluate --guidance``): FD, recall and the asked-class
+  share against the classifier-free guidance weight ``w``;
 - ``report.html``: one page with every image embedded as a base64 data URI: provenance
   header (run, config, extractor and its SHA-256, reference statistics, n, seed), warnings,
   the table, the plots and the sample grids.
@@ -31,7 +33,7 @@ from typing import Any
 
 from .format import HIGHER_IS_BETTER, fmt, markdown_to_html
 from .html import CSS, GLOSSARY, data_uri, html_report, results_table_html
-from .plots import MARKERS, plot_metric_vs_nfe, plot_quality_vs_time
+from .plots import MARKERS, has_guidance, plot_guidance, plot_metric_vs_nfe, plot_quality_vs_time
 from .tables import (
     BASE_COLUMNS,
     DISPLAY_NAMES,
@@ -74,6 +76,8 @@ def write_report(results: dict[str, Any], out_dir: PathLike) -> dict[str, Path]:
     paths["quality_vs_time"] = plot_quality_vs_time(results, out / "quality_vs_time.png")
     paths["diversity_vs_nfe"] = plot_metric_vs_nfe(results, out / "diversity_vs_nfe.png",
                                                    "diversity")
+    if has_guidance(results):
+        paths["guidance"] = plot_guidance(results, out / "guidance.png")
     paths["html"] = out / "report.html"
     paths["html"].write_text(html_report(results, out, paths))
     return paths

@@ -237,6 +237,9 @@ GLOSSARY = (
      "samples that follow the data) / share of real points with a sample nearby."),
     ("IS-<dataset>", "Inception-score formula on the classifier's predictions: high when "
      "samples are confidently classified and the classes are balanced (max = #classes)."),
+    ("asked-class share", "rows with a guidance weight w (class-conditional, class-balanced "
+     "labels): share of samples the data's classifier (the oracle's most likely mode for "
+     "toys) assigns to the class that was asked for."),
     ("SW2", "sliced Wasserstein-2 distance to exact samples of the toy mixture; SW2 floor: what "
      "a perfect sampler scores at this n (the noise of the estimate)."),
     ("share within 3σ", "share of samples within the 3-sigma region of their most likely mode; "
@@ -351,7 +354,8 @@ def html_report(results: dict[str, Any], out_dir: PathLike, plots: dict[str, Pat
               "ms / sample: warm wall-clock time at the batch size above. Peak MB: see "
               "memory_method in results.csv.</small></p>",
               "<h2>Significant differences</h2>", comparisons_html(results), "<h2>Plots</h2>"]
-    parts += plot_images(plots, ("quality_vs_time", "quality_vs_nfe", "diversity_vs_nfe"))
+    parts += plot_images(plots, ("guidance", "quality_vs_time", "quality_vs_nfe",
+                                  "diversity_vs_nfe"))
     parts += [_run_header(run, results.get("settings", {})) for run in results["runs"]]
     parts += ["<h2>Samples</h2>", _grids_html(results, Path(out_dir))]
     title = "trilemma evaluation: " + ", ".join(run["label"] for run in results["runs"])

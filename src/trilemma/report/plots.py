@@ -206,3 +206,36 @@ def plot_quality_vs_time(results: dict[str, Any], path: PathLike) -> Path:
         ax.set_ylabel(quality_metric(runs[0])[1])
         ax.set_title(f"sample quality vs sampling time ({_subtitle(results)})", fontsize=9)
     return finish(fig, axes[0], path)
+
+
+def has_guidance(results: dict[str, Any]) -> bool:
+    """Whether any row is a classifier-free-guided one (``trilemma evaluate --guidance``)."""
+    return any(r.get("guidance") is not None for run in results["runs"] for r in run["rows"])
+
+
+def plot_guidance(results: dict[str, Any], path: PathLike) -> Path:
+    """Quality (FD), diversity (recall) and the asked-class share against the guidance weight
+    ``w``, one line per run and sampler/budget, with the rows' 95% intervals."""
+    runs = [run for run in results["runs"] if quality_metric(run) is not None]
+    if not runs or not has_guidance(results):
+        return no_data(path, "no guided rows with metrics (--guidance and metrics on)")
+    colors, _ = _styles(results)
+    panels = [quality_metric(runs[0]), diversity_metric(runs[0]),
+              ("class_share", "share of samples in the asked class (higher is better)")]
+    fig, axes = pyplot().subplots(1, 3, figsize=(16.5, 4.6), squeeze=False)
+    for ax, (key, axis_label) in zip(axes[0], panels, strict=True):
+        for run in runs:
+            rows = [r for r in _ok_rows(run, key) if r.get("guidance") is not None]
+            for sampler in dict.fromkeys((r["sampler"], r["nfe_budget"]) for r in rows):
+                mine = sorted((r for r in rows if (r["sampler"], r["nfe_budget"]) == sampler),
+                              key=lambda r: r["guidance"])
+                ax.errorbar([r["guidance"] for r in mine], [r["metrics"][key] for r in mine],
+                            yerr=_yerr(mine, key), marker="o", ms=5, capsize=2.5,
+                            elinewidth=0.9, color=colors[run["label"]],
+                            label=f"{run['label']}: {sampler[0]} NFE budget {sampler[1]}")
+            if key != "class_share":
+                _baseline_lines(ax, run, key, colors[run["label"]])
+        ax.set_xlabel("classifier-free guidance weight w")
+        ax.set_ylabel(axis_label)
+        ax.set_title(f"{key} vs guidance ({_subtitle(results)})", fontsize=9)
+    return finish(fig, axes[0], path)

@@ -21,7 +21,8 @@ PathLike = str | os.PathLike
 
 #: columns of the CSV before the metrics (in this order)
 BASE_COLUMNS = (
-    "kind", "run", "method", "sampler", "label", "options", "nfe_budget", "adaptive", "nfe",
+    "kind", "run", "method", "sampler", "label", "guidance", "options", "nfe_budget",
+    "adaptive", "nfe",
     "nfe_min", "nfe_max", "steps", "n", "seed", "batch_size", "seconds_per_sample",
     "samples_per_second",
     "timed_samples", "timed_seconds", "warmup_seconds", "warmup_batch", "peak_memory_mb",
@@ -30,7 +31,8 @@ BASE_COLUMNS = (
 TAIL_COLUMNS = ("extractor_sha256", "grid", "samples_file", "error")
 #: metric columns in display order (prefix match for the named ones such as FD-digits)
 METRIC_ORDER = (
-    "FD-", "FID", "precision", "recall", "density", "coverage", "IS-", "sw2", "sw2_floor",
+    "class_share", "FD-", "FID", "precision", "recall", "density", "coverage", "IS-", "sw2",
+    "sw2_floor",
     "sw2_floor_std", "quality", "modes_covered", "n_modes", "mode_coverage", "kl_weights",
     "spread_ratio", "spread_ratio_median", "mode_offset", "within_mode_sw2", "far_outliers",
 )
@@ -39,7 +41,8 @@ HIDDEN_IN_TABLE = ("mode_counts", "n_reference", "n_reference_prdc", "is_splits"
                    "quality_radius", "n")
 #: column titles of the HTML table (the JSON/CSV keep the keys)
 DISPLAY_NAMES = {
-    "sw2": "SW2", "sw2_floor": "SW2 floor", "sw2_floor_std": "SW2 floor std",
+    "class_share": "asked-class share", "sw2": "SW2", "sw2_floor": "SW2 floor",
+    "sw2_floor_std": "SW2 floor std",
     "quality": "share within 3σ", "modes_covered": "modes covered", "n_modes": "modes",
     "mode_coverage": "share of modes covered", "kl_weights": "mode-weight KL",
     "spread_ratio": "spread ratio", "spread_ratio_median": "spread ratio (median)",

@@ -41,7 +41,7 @@ from ..data import DATASETS
 from ..processes import PROCESSES
 from .registry import get_setup
 from .schema import ConfigError, is_int, plain, show, suggest, type_name
-from .sections import validate_data, validate_process, validate_train
+from .sections import resolve_classes, validate_data, validate_process, validate_train
 
 SECTIONS = ("seed", "device", "process", "model", "data", "train", "sample")
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
@@ -258,6 +258,8 @@ def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]
     pname, dname = _valid_name(process, PROCESSES), _valid_name(data, DATASETS)
     model, setup = (_validate_model(raw.get("model"), pname, dname, problems)
                     if "model" in raw else ({}, get_setup(None)))
+    if "model" in raw and "data" in raw and dname is not None:
+        resolve_classes(model, data, model.get("method"), problems)
     train = validate_train(raw.get("train"), seed, problems)
     sample = (setup.validate_sample(raw.get("sample"), model, pname, problems)
               if setup is not None else {})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS, toy_names
+from ..data import DATASETS, dataset_classes, toy_names
 from ..errors import ConfigError
 from ..nets import NETS
 from ..nets.external import (
@@ -25,6 +25,7 @@ from ..nets.external import (
     is_class_path,
 )
 from ..nets.unet import UNet, fit_attn_resolutions
+from ..oracle import MIXTURES
 from ..processes import PROCESSES, get_process
 from ..samplers.registry import check_sampler
 from ..train import TrainConfig
@@ -137,14 +138,71 @@ def validate_data(raw: Any, problems: list[str], check_paths: bool) -> dict[str,
         fields["seed"].check = non_negative_int
     if name == "digits" and "mode" in fields:
         fields["mode"].check = one_of("bilinear", "nearest")
+    if "labels" not in fields:
+        fields["labels"] = Field("labels", bool, False)
+    elif name == "idx":  # its labels file, or the class-label flag with root
+        fields["labels"] = Field("labels", str | bool | None, None)
     n_before = len(problems)
     out = check_section("data", raw, fields, problems)
+    if len(problems) == n_before:
+        _check_labels(name, raw, out, problems)
     if check_paths and len(problems) == n_before:
         for key in PATH_KEYS.get(name, ()):
             val = out.get(key)
             if val is not None and not Path(val).expanduser().exists():
                 problems.append(f"data.{key}: no such file or directory: {val}")
     return out
+
+
+def _check_labels(name: str, raw: Mapping[str, Any], out: dict[str, Any],
+                  problems: list[str]) -> None:
+    """``data.labels: true`` (class-conditional training) needs data with class labels; the
+    key stays out of the resolved section unless given, so older configs resolve as before."""
+    if "labels" not in raw:
+        if name != "toy":  # the toy's own key was always resolved
+            out.pop("labels", None)
+        return
+    if out["labels"] is not True or dataset_classes(out) is not None:
+        return
+    if name == "toy":
+        problems.append(f"data.labels: toy {out.get('toy')!r} has no classes; class labels "
+                        "come from a mixture's components: " + ", ".join(MIXTURES))
+    elif name == "idx":
+        problems.append("data.labels: true needs data.root (the standard files with their "
+                        "labels); with data.images, conditional training is not available")
+    else:
+        problems.append(f"data.labels: dataset {name!r} has no class labels; remove "
+                        "data.labels (it trains unconditional)")
+
+
+def resolve_classes(model: dict[str, Any], data: Mapping[str, Any], method: str | None,
+                    problems: list[str]) -> None:
+    """Class-conditional training: with ``data.labels: true`` the score network's
+    ``num_classes`` is filled in from the data (a net with a learned null class besides);
+    ``num_classes`` without labelled data, or a method without conditioning, is a problem."""
+    net = model.get("net") if isinstance(model.get("net"), dict) else None
+    given = net.get("num_classes") if net is not None else None
+    if data.get("labels") is not True:
+        if given is not None:
+            problems.append("model.net.num_classes: class-conditional training reads the labels "
+                            "of the data; set data.labels: true (num_classes then comes from "
+                            "the data) or remove num_classes")
+        return
+    if (method or "score") != "score":
+        problems.append(f"data.labels: class-conditional training is implemented for the score "
+                        f"method; {method!r} is unconditional here, remove data.labels")
+        return
+    classes = dataset_classes(dict(data))
+    if net is None or classes is None:
+        return
+    if given is not None and given != classes:
+        problems.append(f"model.net.num_classes: {given} does not match the {classes} classes "
+                        "of the data; remove it (it comes from the data)")
+    elif net.get("name") not in ("mlp", "unet") and not is_class_path(net.get("name")):
+        problems.append(f"model.net.name: {net.get('name')!r} takes no class labels here; use "
+                        "unet (images) or mlp (points) for class-conditional training")
+    else:
+        net["num_classes"] = classes
 
 
 # --------------------------------------------------------------------------- train
