@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..classifier_guidance import GuidedScore
 from ..likelihood import log_likelihood
 from ..nets import count_parameters
 from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
@@ -21,6 +22,7 @@ from ..processes.cld import CLD
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from .base import Method, auto_divergence
+from .noise_classifier import NoiseClassifier, guide_with_classifier
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
 
@@ -164,19 +166,31 @@ class ScoreModel(Method):
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
         guidance: float = 0.0,
+        classifier: NoiseClassifier | None = None,
+        classifier_scale: float | None = None,
         **opts: Any,
     ) -> SampleResult:
         """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult).
 
         ``labels`` (shape ``(n,)``) and ``guidance`` select class-conditional sampling.
+        ``classifier`` (a :class:`~trilemma.methods.NoiseClassifier` of the same process and
+        data) with ``labels`` guides by its gradient, ``classifier_scale`` (default 1) times
+        (:mod:`trilemma.classifier_guidance`); ``nfe`` counts score-network calls,
+        ``info['classifier_calls']`` the classifier's forward+backward passes.
         """
         param = next(self.parameters())
+        score = self.score_fn()
+        if classifier is not None or classifier_scale is not None:  # classifier guidance
+            if classifier is None:
+                raise ValueError("classifier_scale: given without a classifier")
+            score = guide_with_classifier(score, classifier, classifier_scale, labels, n,
+                                          self.process, self.data_shape, param.device)
         was_training = self.training
         self.eval()
         try:
-            return run_sampler(
+            res = run_sampler(
                 sampler,
-                self.score_fn(),
+                score,
                 self.process,
                 self.state_shape(n),
                 nfe,
@@ -187,6 +201,9 @@ class ScoreModel(Method):
             )
         finally:
             self.train(was_training)
+        if isinstance(score, GuidedScore):
+            res.info["classifier_calls"] = score.classifier_calls
+        return res
 
     def nll(self, x: Tensor, *, generator: torch.Generator | None = None,
             divergence: str = "auto", **ode: Any) -> dict[str, Any]:
