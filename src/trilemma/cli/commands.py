@@ -47,6 +47,7 @@ from ..train import list_checkpoints
 from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.validation import nonfinite
 from ..training import RunError, describe_outcome, sample_title, train_run
+from .guidance import sample_guidance
 from .parser import PROG
 from .tools import is_dir_target, write_png_folder
 
@@ -157,12 +158,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         flag = {"sampler": "--sampler", "nfe": "--nfe", "options": "--opt"}
         key, _, msg = str(err).partition(": ")
         raise CLIError(f"{flag.get(key, key)}: {msg}") from None
-
+    guide, labels = sample_guidance(args, model, n, device)
     try:
         drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
-                             generator=make_generator(args.seed, device), options=options,
-                             device=device, warmup=False, memory=False,
-                             precision=args.precision)
+                             generator=make_generator(args.seed, device),
+                             options={**options, **guide}, device=device, warmup=False,
+                             memory=False, precision=args.precision, labels=labels)
     except ValueError as err:  # the sampler refuses an option value (eta=-3, order=7, ...)
         where = f"--opt (sampler {sampler})" if options else f"--sampler {sampler}"
         raise CLIError(f"{where}: {err}") from None
@@ -179,6 +180,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
     print(f"{n} samples from {saved.weights} (step {saved.step}) with {sampler}: NFE {nfe_used}, "
           f"{seconds:.3f} s, {seconds / n * 1e3:.4f} ms per sample -> {out}")
+    if guide and guide["classifier_scale"] != 0:
+        print(f"classifier guidance (class {args.label}, scale "
+              f"{1.0 if guide['classifier_scale'] is None else guide['classifier_scale']:g}): "
+              f"one classifier forward+backward per score-network call (not counted in NFE)")
     if bad:
         print(f"{PROG}: warning: {bad} of {n} samples are not finite", file=sys.stderr)
     return 0
@@ -244,6 +249,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     if args.nll < 0:
         raise CLIError(f"--nll must be >= 0, got {args.nll}")
+    if args.classifier_scale is not None and args.classifier is None:
+        raise CLIError("--classifier-scale: give the classifier too (--classifier "
+                       "CLASSIFIER_RUN)")
     device = _device(args.device)
     out = _out_dir(args.out)
     try:
@@ -264,7 +272,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
                 skip_unfit=len(args.runs) > 1, precision=args.precision,
-                bootstrap=args.bootstrap))
+                bootstrap=args.bootstrap, classifier=args.classifier,
+                classifier_scales=args.classifier_scale or "1"))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)

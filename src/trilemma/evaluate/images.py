@@ -292,3 +292,8 @@ class ImageScorer(Scorer):
         bin_note = f", binarised ({spec.binarize})" if spec.binarize else ""
         return {"label": f"real data ({spec.name} {other} split{bin_note})", "n": len(xr),
                 "metrics": m, "warnings": w}
+
+    def classes(self, x: Tensor) -> Tensor | None:
+        """The class the data set's classifier assigns to each image (clamped to [-1, 1])."""
+        with torch.no_grad():
+            return features_and_logits(self.clf, x.clamp(-1, 1))[1].argmax(dim=1)

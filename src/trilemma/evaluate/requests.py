@@ -30,14 +30,18 @@ class SamplerRequest:
     name: str
     nfe: int | None
     options: dict[str, Any] = field(default_factory=dict)
+    #: classifier guidance scale of the row (None: unguided; :mod:`~trilemma.evaluate.guided`)
+    classifier_scale: float | None = None
 
     @property
     def label(self) -> str:
-        """``name`` plus non-empty options, e.g. ``gddim[order=2]``."""
+        """``name`` plus non-empty options, e.g. ``gddim[order=2]``, and the classifier
+        guidance scale, e.g. ``em cg=2``."""
+        cg = "" if self.classifier_scale is None else f" cg={self.classifier_scale:g}"
         if not self.options:
-            return self.name
+            return self.name + cg
         return self.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items())) \
-            + "]"
+            + "]" + cg
 
     @property
     def adaptive(self) -> bool:

@@ -18,6 +18,7 @@ from ..train.progress import progress_bar
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .compare import paired_comparisons
 from .dataspec import data_spec
+from .guided import Guidance, class_match, load_guidance
 from .images import DEFAULT_CLASSIFIER_STEPS, FID_REPEATS
 from .likelihood import check_likelihood, likelihood
 from .requests import SamplerRequest, as_requests, check_request, fitting_requests
@@ -94,6 +95,7 @@ class _Job:
     grid_n: int
     save_samples: bool
     precision: str = "fp32"
+    guidance: Guidance | None = None
 
 
 def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], Scored | None]:
@@ -102,11 +104,15 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     numerically (FloatingPointError, RuntimeError) gives a row with ``error`` and no scores."""
 
     row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
+    guided = job.guidance is not None and req.classifier_scale is not None
+    asked = job.guidance.labels(job.n) if guided else None
+    options = {**req.options, **job.guidance.sample_options(req)} if guided else req.options
     try:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
-                             options=req.options, device=job.device, progress=job.progress,
-                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision)
+                             options=options, device=job.device, progress=job.progress,
+                             desc=f"{req.label} NFE {req.nfe}", precision=job.precision,
+                             labels=asked)
     except (FloatingPointError, RuntimeError) as err:
         row["error"] = f"{type(err).__name__}: {err}"
         return row, None
@@ -115,6 +121,10 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     row.update(drawn.record())
     scored = job.scorer.scored(drawn.samples)
     m, w, bad = scored.metrics, scored.warnings, scored.bad
+    if asked is not None:
+        ok = torch.isfinite(drawn.samples.flatten(1)).all(dim=1)
+        m = {**m, **class_match(job.scorer.classes(drawn.samples[ok]), asked, ok)}
+        row["classifier_scale"] = req.classifier_scale
     row["n_nonfinite"] = bad
     if bad:
         w = [f"{bad} of {job.n} samples are not finite; metrics use the rest"] + w
@@ -174,6 +184,8 @@ def evaluate_run(
     nll_batch: int = 100,
     precision: str = "fp32",
     bootstrap: int = DEFAULT_REPEATS,
+    classifier: str | os.PathLike | None = None,
+    classifier_scales: str | Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Sample a trained run with every requested sampler/budget and score it (package doc).
 
@@ -185,7 +197,9 @@ def evaluate_run(
     With ``out_dir``, sample grids go to ``out_dir/grids`` and the samples to
     ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
     (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
-    95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none). Returns a
+    95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none).
+    ``classifier``: a noise-classifier run that guides every request once per scale of
+    ``classifier_scales`` (rows ``em cg=2``; :mod:`~trilemma.evaluate.guided`). Returns a
     JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
     write with :func:`trilemma.report.write_report`.
     """
@@ -201,6 +215,10 @@ def evaluate_run(
     if nll_n:
         check_likelihood(model, spec)  # fail before sampling, not after
     fitting, skipped = fitting_requests(model, reqs, skip_unfit)
+    guidance = load_guidance(classifier, classifier_scales, model, device) \
+        if classifier is not None else None
+    if guidance is not None:
+        fitting = guidance.requests(fitting)
     notes = [f"skipped for {run_label} (process {config.process.get('name')}): "
              + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
     scorer = make_scorer(spec, metrics=metrics, n=n, features_path=features_path,
@@ -212,7 +230,7 @@ def evaluate_run(
     warn += baseline["warnings"] if baseline else []
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples, precision)
+               save_samples, precision, guidance)
     rows, scores = _evaluate_requests(job, fitting, warn)
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None
@@ -221,6 +239,8 @@ def evaluate_run(
                         baseline=baseline, nll=nll, rows=rows, skipped=skipped,
                         warnings=warn, notes=notes,
                         comparisons=paired_comparisons(rows, scores) if bootstrap else None)
+    if guidance is not None:
+        record["classifier_guidance"] = guidance.record()
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
                         classifier_steps=classifier_steps, cache_dir=cache,

@@ -116,13 +116,15 @@ def timed_sample(
     progress: bool = False,
     desc: str | None = None,
     precision: str = "fp32",
+    labels: Tensor | None = None,
 ) -> TimedSamples:
     """Draw ``n`` samples with ``model.sample(size, sampler, nfe, generator=, **options)`` in
     batches of ``batch`` (None: one batch), timed and synchronised (module docstring).
 
     ``device``: where to synchronise and measure memory (default: the model's). ``memory``:
     measure peak memory over the first batch. ``precision``: ``"fp32"`` or ``"bf16"``
-    (autocast, module docstring). Sampler errors propagate unchanged.
+    (autocast, module docstring). ``labels``: ``(n,)`` classes, each batch passed its slice
+    as ``labels=`` (guided sampling). Sampler errors propagate unchanged.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -137,11 +139,12 @@ def timed_sample(
                        timed_samples=0, batch_sizes=sizes, precision=precision)
     chunks: list[Tensor] = []
 
-    def draw(size: int, gen: torch.Generator | None) -> tuple[Tensor, float]:
+    def draw(size: int, gen: torch.Generator | None, start: int = 0) -> tuple[Tensor, float]:
+        kw = dict(opts) if labels is None else {**opts, "labels": labels[start:start + size]}
         _sync(dev)
         t0 = time.perf_counter()
         with torch.no_grad(), precision_context(precision, dev):
-            res = model.sample(size, sampler, nfe, generator=gen, **opts)
+            res = model.sample(size, sampler, nfe, generator=gen, **kw)
         _sync(dev)
         seconds = time.perf_counter() - t0
         out.nfes.append(int(res.nfe))
@@ -155,7 +158,7 @@ def timed_sample(
         for i, size in enumerate(sizes):
             mem = PeakMemory(dev) if i == 0 and memory else contextlib.nullcontext()
             with mem:
-                x, seconds = draw(size, generator)
+                x, seconds = draw(size, generator, sum(sizes[:i]))
             if isinstance(mem, PeakMemory):
                 out.peak_memory_bytes, out.memory_method = mem.peak_bytes, mem.method
             chunks.append(x.detach().float().cpu())

@@ -106,6 +106,10 @@ class Scorer:
         """Reference points to draw under low-dimensional samples (None: none)."""
         return None
 
+    def classes(self, x: Tensor) -> Tensor | None:
+        """The class the scorer assigns to each finite sample (None: it knows no classes)."""
+        return None
+
 
 class NoScorer(Scorer):
     """Metrics off: samples are only counted for non-finite values."""

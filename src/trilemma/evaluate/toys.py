@@ -116,3 +116,7 @@ class ToyScorer(Scorer):
     def picture_reference(self, n: int) -> Tensor:
         """The first ``n`` reference points (float32), drawn under the samples."""
         return self.samples[:n].float()
+
+    def classes(self, x: Tensor) -> Tensor | None:
+        """The most likely mixture component of each sample (None without the oracle)."""
+        return None if self.mixture is None else self.mixture.assign(x)
