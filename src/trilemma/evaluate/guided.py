@@ -73,9 +73,13 @@ def parse_scales(text: str | Sequence[float]) -> list[float]:
     return scales
 
 
-def load_guidance(path: str | os.PathLike, scales: str | Sequence[float], model: Any,
-                  device: str) -> Guidance:
-    """The classifier run at ``path`` checked against the score model it guides."""
+def load_guidance(path: str | os.PathLike | None, scales: str | Sequence[float], model: Any,
+                  device: str, requests: Sequence[SamplerRequest]
+                  ) -> tuple[Guidance | None, list[SamplerRequest]]:
+    """The classifier run at ``path`` checked against the score model it guides, and the
+    requests once per scale (None and the requests as they are without a path)."""
+    if path is None:
+        return None, list(requests)
     if not isinstance(model, ScoreModel):
         raise EvaluationError(f"--classifier: classifier guidance needs a score model run "
                               f"(model.method: score), got {model.name!r}")
@@ -87,7 +91,8 @@ def load_guidance(path: str | os.PathLike, scales: str | Sequence[float], model:
         clf.check_guides(model.process, model.data_shape)
     except ValueError as err:
         raise EvaluationError(f"--{err}") from None
-    return Guidance(clf, str(path), parse_scales(scales))
+    guidance = Guidance(clf, str(path), parse_scales(scales))
+    return guidance, guidance.requests(requests)
 
 
 def class_match(predicted: Tensor | None, asked: Tensor, ok: Tensor) -> dict[str, Any]:

@@ -78,6 +78,12 @@ def _method_name(model: Method, config: Any) -> str:
     return f"{str(method).upper()} ({proc} prior)" if method else proc
 
 
+def _skip_notes(run_label: str, config: Any, skipped: list[dict[str, Any]]) -> list[str]:
+    """The note naming the samplers skipped for a run (none when none were)."""
+    return [f"skipped for {run_label} (process {config.process.get('name')}): "
+            + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
+
+
 @dataclass
 class _Job:
     """What every (sampler, budget) of one run shares."""
@@ -198,12 +204,10 @@ def evaluate_run(
     ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
     (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
     95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none).
-    ``classifier``: a noise-classifier run that guides every request once per scale of
-    ``classifier_scales`` (rows ``em cg=2``; :mod:`~trilemma.evaluate.guided`). Returns a
-    JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
-    write with :func:`trilemma.report.write_report`.
+    ``classifier``: a noise-classifier run guiding each request at every ``classifier_scales``
+    (:mod:`~trilemma.evaluate.guided`). Returns a JSON-safe dict with ``runs: [one record]``;
+    merge with :func:`merge_results`, write with :func:`trilemma.report.write_report`.
     """
-
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
                     precision, bootstrap)
     reqs = as_requests(samplers, options)
@@ -215,12 +219,8 @@ def evaluate_run(
     if nll_n:
         check_likelihood(model, spec)  # fail before sampling, not after
     fitting, skipped = fitting_requests(model, reqs, skip_unfit)
-    guidance = load_guidance(classifier, classifier_scales, model, device) \
-        if classifier is not None else None
-    if guidance is not None:
-        fitting = guidance.requests(fitting)
-    notes = [f"skipped for {run_label} (process {config.process.get('name')}): "
-             + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
+    guidance, fitting = load_guidance(classifier, classifier_scales, model, device, fitting)
+    notes = _skip_notes(run_label, config, skipped)
     scorer = make_scorer(spec, metrics=metrics, n=n, features_path=features_path,
                          inception=inception, reference_split=reference, cache_dir=cache,
                          classifier_steps=classifier_steps, device=device, progress=progress,
@@ -239,8 +239,7 @@ def evaluate_run(
                         baseline=baseline, nll=nll, rows=rows, skipped=skipped,
                         warnings=warn, notes=notes,
                         comparisons=paired_comparisons(rows, scores) if bootstrap else None)
-    if guidance is not None:
-        record["classifier_guidance"] = guidance.record()
+    record.update({"classifier_guidance": guidance.record()} if guidance is not None else {})
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
                         classifier_steps=classifier_steps, cache_dir=cache,
