@@ -193,22 +193,28 @@ def test_conv_classifier_depends_on_its_input_and_time():
 
 
 # ---------------------------------------------------------------- runs
-def _toy_config(**model):
-    return {"process": {"name": "vp"},
+def _toy_config(process: str = "vp", **model):
+    return {"process": {"name": process},
             "model": {"method": "noise_classifier", "net": {"name": "mlp", "hidden": 16,
                                                               "depth": 1}, **model},
             "data": {"name": "toy", "toy": "imbalanced2d", "n": 2000, "labels": True},
             "train": {"steps": 20, "batch_size": 64, "warmup_steps": 0, "log_every": 10}}
 
 
-def test_train_and_load_a_noise_classifier_run(tmp_path):
-    clf = trilemma.train(_toy_config(num_classes=4), tmp_path / "clf", progress=False)
+@pytest.mark.parametrize("process", [VP(), CLD()], ids=["vp", "cld"])
+def test_train_and_load_a_noise_classifier_run(tmp_path, process):
+    clf = trilemma.train(_toy_config(process.name, num_classes=4), tmp_path / "clf",
+                         progress=False)
     assert isinstance(clf, NoiseClassifier) and clf.num_classes == 4
     again = trilemma.load(tmp_path / "clf")
     assert isinstance(again, NoiseClassifier)
+    assert again.net.in_dim == 2 * process.k  # CLD's classifier sees (x, v)
     assert not (tmp_path / "clf" / "samples").exists()
     with pytest.raises(ValueError, match="sampler: a noise classifier"):
         again.sample(4, "em", 10)
+    res = _score_model(process).sample(6, "em", 5, classifier=again, classifier_scale=2.0,
+                                       labels=torch.arange(6) % 4)
+    assert res.nfe == 5 and res.info["classifier_calls"] == 5
 
 
 def test_noise_classifier_configs_are_checked(tmp_path):
