@@ -230,3 +230,18 @@ def test_noise_classifier_configs_are_checked(tmp_path):
     cfg["model"]["net"] = {"name": "conv"}
     with pytest.raises(ConfigError, match="model.net.name: 'conv' does not fit data 'toy'"):
         trilemma.resolve_config(cfg)
+
+
+@pytest.mark.parametrize("process, sampler, nfe", [(VP(), "em", 200), (VP(), "ddim", 50),
+                                                   (VP(), "dpm2m", 30), (CLD(), "sscs", 100)],
+                         ids=["vp-em", "vp-ddim", "vp-dpm2m", "cld-sscs"])
+def test_exact_guidance_at_scale_one_samples_the_asked_class(process, sampler, nfe):
+    """Stochastic and deterministic samplers driven by the exact guided score (scale 1, the
+    exact conditional score) put (nearly) every sample in the asked component."""
+    mix = _mixture()
+    labels = torch.arange(400) % 4
+    guided = classifier_guided_score(mix.score_fn(process), _exact_classifier(mix, process),
+                                     process, labels, 1.0)
+    res = run_sampler(sampler, guided, process, (400, 2), nfe,
+                      generator=torch.Generator().manual_seed(6))
+    assert float((mix.assign(res.samples) == labels).float().mean()) > 0.97
