@@ -175,6 +175,10 @@ def test_score_model_refuses_a_classifier_of_another_run():
         _draw(model, classifier=_classifier(VE()), labels=labels)
     with pytest.raises(ValueError, match="classifier: trained on process vp.*beta_max"):
         _draw(model, classifier=_classifier(VP(beta_max=10.0)), labels=labels)
+    conditional = ScoreModel(VP(), MLP(2, 2, hidden=8, depth=1, num_classes=3), (2,)).eval()
+    with pytest.raises(ValueError, match="classifier: trained on 4 classes, the score model "
+                       "knows 3"):
+        _draw(conditional, classifier=_classifier(), labels=labels)
     with pytest.raises(ValueError, match="classifier: expected a noise classifier"):
         _draw(model, classifier=_score_model(), labels=labels)
     with pytest.raises(ValueError, match="classifier_scale: given without a classifier"):

@@ -65,7 +65,7 @@ def sample_guidance(args: argparse.Namespace, model: Any, n: int, device: str
                             f"--label 3 (0..{clf.num_classes - 1})")
     labels = torch.full((n,), int(args.label), dtype=torch.long)
     try:
-        clf.check_guides(model.process, model.data_shape)
+        clf.check_guides(model.process, model.data_shape, model.num_classes)
         clf.check_labels(labels)
     except ValueError as err:
         flag, _, msg = str(err).partition(": ")

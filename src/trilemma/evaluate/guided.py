@@ -88,7 +88,7 @@ def load_guidance(path: str | os.PathLike | None, scales: str | Sequence[float],
         raise EvaluationError(f"--classifier: {path} is a {clf.name!r} run, not a noise "
                               "classifier (train one with model.method: noise_classifier)")
     try:
-        clf.check_guides(model.process, model.data_shape)
+        clf.check_guides(model.process, model.data_shape, model.num_classes)
     except ValueError as err:
         raise EvaluationError(f"--{err}") from None
     guidance = Guidance(clf, str(path), parse_scales(scales))

@@ -77,9 +77,15 @@ class NoiseClassifier(Method):
         self.check_sampler(sampler, nfe)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def check_guides(self, process: LinearProcess, data_shape: tuple[int, ...]) -> None:
+    def check_guides(self, process: LinearProcess, data_shape: tuple[int, ...],
+                     num_classes: int | None = None) -> None:
         """Raise ``ValueError('classifier: ...')`` unless this classifier was trained on the
-        same process (name and coefficients) and data shape as a score model's."""
+        same process (name and coefficients) and data shape as a score model's (and on as
+        many classes as a class-conditional one knows)."""
+        if num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(f"classifier: trained on {self.num_classes} classes, the score "
+                             f"model knows {num_classes}; train the classifier on the score "
+                             "run's labels")
         if tuple(data_shape) != self.data_shape:
             raise ValueError(f"classifier: trained on data of shape {self.data_shape}, the "
                              f"score model's data has shape {tuple(data_shape)}; train the "
@@ -103,7 +109,8 @@ class NoiseClassifier(Method):
 
 def guide_with_classifier(score_fn: ScoreFn, classifier: Any, scale: float | None,
                           labels: Tensor | None, n: int, process: LinearProcess,
-                          data_shape: tuple[int, ...], device: torch.device) -> GuidedScore:
+                          data_shape: tuple[int, ...], device: torch.device,
+                          num_classes: int | None = None) -> GuidedScore:
     """The classifier-guided score a score model samples with (checked: a
     :class:`NoiseClassifier` of the same process and data shape, ``n`` labels in its range, a
     scale >= 0; default scale 1). Raises ``ValueError`` naming the argument to fix."""
@@ -111,7 +118,7 @@ def guide_with_classifier(score_fn: ScoreFn, classifier: Any, scale: float | Non
         raise ValueError(f"classifier: expected a noise classifier (trilemma.load of a run "
                          f"trained with model.method: noise_classifier), got "
                          f"{type(classifier).__name__}")
-    classifier.check_guides(process, data_shape)
+    classifier.check_guides(process, data_shape, num_classes)
     if labels is None:
         raise ValueError("labels: classifier guidance needs the class of every sample: "
                          f"labels=<{n} integers> (CLI: --label C)")

@@ -184,7 +184,8 @@ class ScoreModel(Method):
             if classifier is None:
                 raise ValueError("classifier_scale: given without a classifier")
             score = guide_with_classifier(score, classifier, classifier_scale, labels, n,
-                                          self.process, self.data_shape, param.device)
+                                          self.process, self.data_shape, param.device,
+                                          self.num_classes)
         was_training = self.training
         self.eval()
         try:
