@@ -10,6 +10,7 @@ import torch
 
 import trilemma
 from trilemma.cli import main
+from trilemma.evaluate.guided import class_match
 from trilemma.evaluate.sampling import timed_sample
 
 DATA = {"name": "toy", "toy": "imbalanced2d", "n": 1000}
@@ -124,3 +125,15 @@ def test_balanced_labels_follow_the_batches():
     timed_sample(Fake(), 7, "em", 1, batch=3, labels=torch.arange(7) % 4, warmup=False,
                  memory=False)
     assert seen == [[0, 1, 2], [3, 0, 1], [2]]
+
+
+def test_class_match_has_the_wilson_interval():
+    asked = torch.arange(100) % 2
+    predicted = torch.cat([asked[:50], 1 - asked[50:]])  # 50 of 100 as asked
+    ok = torch.ones(100, dtype=torch.bool)
+    m = class_match(predicted, asked, ok)
+    assert m["class_match"] == 0.5
+    np.testing.assert_allclose(m["class_match_ci"], [0.4038, 0.5962], atol=1e-4)
+    ok[:10] = False  # non-finite samples are left out (the scorer classifies the rest)
+    assert class_match(predicted[10:], asked, ok)["class_match"] == pytest.approx(40 / 90)
+    assert class_match(None, asked, ok) == {}
