@@ -67,6 +67,7 @@ def test_sample_with_a_classifier(runs, tmp_path, capsys):
      "--classifier-scale: expected a finite number >= 0"),
     (["--classifier", "{score}", "--label", "1"], "is a 'score' run, not a noise classifier"),
     (["--classifier", "{clf_ve}", "--label", "1"], "--classifier: trained on process ve"),
+    (["--classifier", "{clf}/missing", "--label", "1"], "--classifier: no such run"),
 ])
 def test_sample_guidance_errors(runs, tmp_path, capsys, extra, message):
     extra = [e.format(clf=runs / "clf", score=runs / "score", clf_ve=runs / "clf_ve")

@@ -56,7 +56,10 @@ def sample_guidance(args: argparse.Namespace, model: Any, n: int, device: str
     if not isinstance(model, ScoreModel):
         raise GuidanceError(f"--classifier: classifier guidance needs a score model run "
                             f"(model.method: score), got {model.name!r}")
-    clf, _, _ = load_run(args.classifier, device)
+    try:
+        clf, _, _ = load_run(args.classifier, device)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise GuidanceError(f"--classifier: {err}") from None
     if not isinstance(clf, NoiseClassifier):
         raise GuidanceError(f"--classifier: {args.classifier} is a {clf.name!r} run, not a "
                             "noise classifier (train one with model.method: noise_classifier)")

@@ -83,7 +83,10 @@ def load_guidance(path: str | os.PathLike | None, scales: str | Sequence[float],
     if not isinstance(model, ScoreModel):
         raise EvaluationError(f"--classifier: classifier guidance needs a score model run "
                               f"(model.method: score), got {model.name!r}")
-    clf, _, _ = load_run(path, device)
+    try:
+        clf, _, _ = load_run(path, device)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise EvaluationError(f"--classifier: {err}") from None
     if not isinstance(clf, NoiseClassifier):
         raise EvaluationError(f"--classifier: {path} is a {clf.name!r} run, not a noise "
                               "classifier (train one with model.method: noise_classifier)")
