@@ -105,7 +105,10 @@ def test_shipped_config_loads_and_builds(path: Path):
     # the net's sizes follow the data and the process (CLD doubles the input)
     k = 2 if cfg.process["name"] == "cld" else 1
     net = net_kwargs(cfg, shape)
-    if net["name"] == "mlp":
+    if cfg.model.get("method") == "noise_classifier":  # logits of the classes, not a score
+        size = net["in_dim"] if net["name"] == "mlp" else net["in_channels"]
+        assert (size, net["num_classes"]) == (k * shape[0], cfg.model["num_classes"])
+    elif net["name"] == "mlp":
         assert (net["in_dim"], net["out_dim"]) == (k * shape[0], shape[0])
     else:
         assert (net["in_channels"], net["out_channels"]) == (k * shape[0], shape[0])

@@ -211,6 +211,26 @@ class GaussianMixture:
         logp = torch.cat(logps)
         return logp, (torch.cat(scores) if want_score else None)
 
+    # ------------------------------------------------------------------ labelled mixture
+    def component_log_joint(self, process: LinearProcess, u: Tensor, t: float | Tensor
+                            ) -> Tensor:
+        """``log w_c + log N(u; diffused component c)`` of every component c, ``(B, K)``
+        float64 on the CPU, differentiable in ``u``: with each component a class, its
+        ``log_softmax`` is the exact class posterior ``log p_t(c | u)`` (REFERENCE.md §9.2)."""
+        k = process.k
+        ub, mean, prec, logdet, inv = self._per_sample(process, u, t)
+        diff = ub[:, None] - mean[inv]  # (B, K, d, k)
+        pd = (prec[inv] @ diff[..., None])[..., 0]
+        quad = (diff * pd).sum((-1, -2))
+        return (-0.5 * quad - 0.5 * logdet[inv] - 0.5 * self.dim * k * math.log(2 * math.pi)
+                + torch.log(self.weights))
+
+    def class_log_posterior(self, process: LinearProcess, u: Tensor, t: float | Tensor
+                            ) -> Tensor:
+        """Exact ``log p_t(c | u)`` of every component ``c`` (``(B, K)``, float64 on the CPU,
+        differentiable in ``u``): the ideal noise-conditional classifier."""
+        return torch.log_softmax(self.component_log_joint(process, u, t), dim=1)
+
     def score_fn(self, process: LinearProcess) -> ScoreFn:
         """The exact score as a score model ``score_fn(u, t)`` (noise-block convention)."""
 

@@ -131,6 +131,15 @@ def _sample_fn(config: Config, device: str, data: torch.Tensor
     return sample_fn
 
 
+def _labelled(data: torch.Tensor, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, labels)`` for a method that trains on labels; a RunError for unlabelled data."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise RunError("data: this method trains on labelled data, and the data set has no "
+                       "labels (toy data: set data.labels: true; folder data has none)")
+    return data, labels
+
+
 def _prepare(model: Method, config: Config, out: Path, dist: DistInfo, resume: bool) -> None:
     """The method's setup hook (e.g. ``init_from``) then its own ``prepare_training``."""
     resolved = config.to_dict()
@@ -189,10 +198,13 @@ def _train(config: Config, out: Path, resume: bool, device: str, dist: DistInfo,
     _prepare(model, config, out, dist, ckpt is not None)
     n_params = count_parameters(model)
     data = dataset.data if hasattr(dataset, "data") else dataset
-    batches = (data, dataset.labels) if config.data.get("labels") is True else data
+    setup = get_setup(config.model.get("method"))
+    labelled = setup.labels or config.data.get("labels") is True
+    batches = _labelled(data, dataset) if labelled else data
     try:
         trainer = Trainer(model, batches, build_train_config(config), out, device=device,
-                          sample_fn=_sample_fn(config, device, data), progress=progress,
+                          sample_fn=_sample_fn(config, device, data) if setup.sample_grids
+                          else None, progress=progress,
                           metadata={"config": resolved, "data_shape": list(shape)})
         with warnings.catch_warnings(record=True) as caught:  # shown as notes, below
             warnings.simplefilter("always")

@@ -48,6 +48,7 @@ from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.validation import nonfinite
 from ..training import RunError, describe_outcome, sample_title, train_run
 from .conditioning import parse_guidance, sample_conditioning
+from .guidance import sample_guidance
 from .parser import PROG
 from .tools import is_dir_target, write_png_folder
 
@@ -144,7 +145,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sampler = args.sampler or config.sample["sampler"]
     nfe = args.nfe or config.sample["nfe"]
     try:
-        n, labels, guidance = sample_conditioning(args, model, config.sample["n"])
+        if args.classifier is None:
+            n, labels, guidance = sample_conditioning(args, model, config.sample["n"])
+        else:  # the labels go to the classifier (and to a class-conditional model with them)
+            n, labels = args.n or config.sample["n"], None
+            guidance = 0.0 if args.guidance is None else float(args.guidance)
     except ValueError as err:
         raise CLIError(str(err)) from None
     # the config's sampler options go with the config's sampler only
@@ -161,12 +166,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         flag = {"sampler": "--sampler", "nfe": "--nfe", "options": "--opt"}
         key, _, msg = str(err).partition(": ")
         raise CLIError(f"{flag.get(key, key)}: {msg}") from None
-
+    guide, guided_labels = sample_guidance(args, model, n, device)
+    labels = labels if guided_labels is None else guided_labels
     try:
         drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
-                             generator=make_generator(args.seed, device), options=options,
-                             device=device, warmup=False, memory=False,
-                             precision=args.precision, labels=labels, guidance=guidance)
+                             generator=make_generator(args.seed, device),
+                             options={**options, **guide}, device=device, warmup=False,
+                             memory=False, precision=args.precision, labels=labels,
+                             guidance=guidance)
     except ValueError as err:  # the sampler refuses an option value (eta=-3, order=7, ...)
         where = f"--opt (sampler {sampler})" if options else f"--sampler {sampler}"
         raise CLIError(f"{where}: {err}") from None
@@ -187,6 +194,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"{n} samples{_conditioning_note(labels, guidance)} from {saved.weights} (step "
           f"{saved.step}) with {sampler}: NFE {nfe_used}, "
           f"{seconds:.3f} s, {seconds / n * 1e3:.4f} ms per sample -> {out}")
+    if guide and guide["classifier_scale"] != 0:
+        print(f"classifier guidance (class {args.label}, scale "
+              f"{1.0 if guide['classifier_scale'] is None else guide['classifier_scale']:g}): "
+              f"one classifier forward+backward per score-network call (not counted in NFE)")
     if bad:
         print(f"{PROG}: warning: {bad} of {n} samples are not finite", file=sys.stderr)
     return 0
@@ -261,6 +272,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     if args.nll < 0:
         raise CLIError(f"--nll must be >= 0, got {args.nll}")
+    if args.classifier_scale is not None and args.classifier is None:
+        raise CLIError("--classifier-scale: give the classifier too (--classifier "
+                       "CLASSIFIER_RUN)")
     device = _device(args.device)
     try:
         guidance = parse_guidance(args.guidance)
@@ -285,7 +299,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir, classifier_steps=args.classifier_steps,
                 inception=args.inception, metrics=not args.no_metrics, label=label,
                 skip_unfit=len(args.runs) > 1, precision=args.precision,
-                bootstrap=args.bootstrap, guidance=guidance))
+                bootstrap=args.bootstrap, guidance=guidance, classifier=args.classifier,
+                classifier_scales=args.classifier_scale or "1"))
     except EvaluationError as err:
         raise CLIError(str(err)) from None
     merged = merge_results(results)

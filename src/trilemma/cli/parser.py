@@ -8,6 +8,7 @@ from typing import Any
 from .. import __version__
 from ..metrics.features import DATASET_NAMES
 from ..samplers import SAMPLERS
+from .guidance import add_classifier_arguments
 from .tools import add_tool_parsers, finish_parser
 
 PROG = "trilemma"
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     _add_precision(p)
     _add_conditioning(p)
+    add_classifier_arguments(p)
 
     p = sub.add_parser("info", help="describe a run or checkpoint",
                        description="Print step, process, net, parameter count and config.")
@@ -163,6 +165,7 @@ def _add_evaluate_parser(sub: Any, listing: str) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_classifier_arguments(p, evaluate=True)
 
 
 def _add_report_parser(sub: Any) -> None:

@@ -30,7 +30,9 @@ EPILOGS: dict[str, str] = {
   trilemma sample runs/toy_vp --sampler dpm2m --nfe 20 --n 2000 --out toy_vp.png
   trilemma sample runs/digits_vp --n 64 --out samples.npz       # the config's sampler and NFE
   trilemma sample runs/mine --sampler ddim --nfe 50 --n 100 --out pngs/   # one PNG per sample
-  trilemma sample runs/digits_vp_cond --label 3 --guidance 2 --out threes.png  # data.labels run""",
+  trilemma sample runs/digits_vp_cond --label 3 --guidance 2 --out threes.png  # data.labels run
+  trilemma sample runs/digits_vp --classifier runs/digits_classifier --label 3 \\
+      --classifier-scale 2 --out threes.png                     # classifier guidance""",
     "info": """\
   trilemma info runs/toy_vp
   trilemma info runs/toy_vp/checkpoints/step_006000""",
@@ -39,7 +41,9 @@ EPILOGS: dict[str, str] = {
   trilemma evaluate runs/digits_vp runs/digits_cld --samplers dpm2m:10/20,sscs:20/50 \\
       --n 1000 --out out/eval/digits
   trilemma evaluate runs/mine --samplers ddim:20 --n 500 --no-metrics --out out/eval/mine
-  trilemma evaluate runs/digits_vp_cond --samplers dpm2m:20 --guidance 0/1/2 --out out/eval/w""",
+  trilemma evaluate runs/digits_vp_cond --samplers dpm2m:20 --guidance 0/1/2 --out out/eval/w
+  trilemma evaluate runs/digits_vp --classifier runs/digits_classifier \\
+      --classifier-scale 0/1/2/4 --samplers dpm2m:20 --n 500 --out out/eval/cg""",
     "report": """\
   trilemma report out/eval/vp out/eval/cld --out out/eval/both""",
     "bench": """\

@@ -298,3 +298,4 @@ class ImageScorer(Scorer):
         bin_note = f", binarised ({spec.binarize})" if spec.binarize else ""
         return {"label": f"real data ({spec.name} {other} split{bin_note})", "n": len(xr),
                 "metrics": m, "warnings": w}
+

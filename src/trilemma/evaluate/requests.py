@@ -31,15 +31,20 @@ class SamplerRequest:
     nfe: int | None
     options: dict[str, Any] = field(default_factory=dict)
     guidance: float | None = None
+    #: classifier guidance scale of the row (None: unguided; :mod:`~trilemma.evaluate.guided`)
+    classifier_scale: float | None = None
 
     @property
     def label(self) -> str:
-        """``name`` plus non-empty options, e.g. ``gddim[order=2]``, and the classifier-free
-        guidance weight of a class-conditional row (``dpm2m w=2``)."""
+        """``name`` plus non-empty options, e.g. ``gddim[order=2]``, the classifier-free
+        guidance weight of a class-conditional row (``dpm2m w=2``) and the classifier
+        guidance scale (``em cg=2``)."""
         text = self.name
         if self.options:
             text += "[" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items())) + "]"
-        return text if self.guidance is None else f"{text} w={self.guidance:g}"
+        if self.guidance is not None:
+            text += f" w={self.guidance:g}"
+        return text if self.classifier_scale is None else f"{text} cg={self.classifier_scale:g}"
 
     @property
     def adaptive(self) -> bool:

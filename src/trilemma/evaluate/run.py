@@ -21,6 +21,7 @@ from ..train.progress import progress_bar
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .compare import paired_comparisons
 from .dataspec import data_spec
+from .guided import Guidance, load_guidance
 from .images import DEFAULT_CLASSIFIER_STEPS, FID_REPEATS
 from .likelihood import check_likelihood, likelihood
 from .requests import SamplerRequest, as_requests, check_request, fitting_requests
@@ -80,6 +81,12 @@ def _method_name(model: Method, config: Any) -> str:
     return f"{str(method).upper()} ({proc} prior)" if method else proc
 
 
+def _skip_notes(run_label: str, config: Any, skipped: list[dict[str, Any]]) -> list[str]:
+    """The note naming the samplers skipped for a run (none when none were)."""
+    return [f"skipped for {run_label} (process {config.process.get('name')}): "
+            + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
+
+
 @dataclass
 class _Job:
     """What every (sampler, budget) of one run shares."""
@@ -98,6 +105,7 @@ class _Job:
     save_samples: bool
     precision: str = "fp32"
     labels: torch.Tensor | None = None  # class-balanced asked classes of guided rows
+    guidance: Guidance | None = None  # classifier guidance (its rows' labels and options)
 
 
 def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], Scored | None]:
@@ -106,11 +114,14 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     numerically (FloatingPointError, RuntimeError) gives a row with ``error`` and no scores."""
 
     row = row_head(job.label, job.method, req, job.n, job.seed, job.batch_size)
-    labels = job.labels if req.guidance is not None else None
+    guided = job.guidance is not None and req.classifier_scale is not None
+    labels = job.guidance.labels(job.n) if guided else (
+        job.labels if req.guidance is not None else None)
+    options = {**req.options, **job.guidance.sample_options(req)} if guided else req.options
     try:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
-                             options=req.options, device=job.device, progress=job.progress,
+                             options=options, device=job.device, progress=job.progress,
                              desc=f"{req.label} NFE {req.nfe}", precision=job.precision,
                              labels=labels, guidance=req.guidance)
     except (FloatingPointError, RuntimeError) as err:
@@ -121,6 +132,8 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     row.update(drawn.record())
     scored = job.scorer.scored(drawn.samples, labels)
     m, w, bad = scored.metrics, scored.warnings, scored.bad
+    if guided:
+        row["classifier_scale"] = req.classifier_scale
     row["n_nonfinite"] = bad
     if bad:
         w = [f"{bad} of {job.n} samples are not finite; metrics use the rest"] + w
@@ -181,6 +194,8 @@ def evaluate_run(
     precision: str = "fp32",
     bootstrap: int = DEFAULT_REPEATS,
     guidance: Sequence[float] | None = None,
+    classifier: str | os.PathLike | None = None,
+    classifier_scales: str | Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Sample a trained run with every requested sampler/budget and score it (package doc).
 
@@ -193,9 +208,8 @@ def evaluate_run(
     ``out_dir/samples`` (``.npz``). ``precision``: ``"bf16"`` samples under bf16 autocast
     (:func:`~trilemma.evaluate.sampling.timed_sample`). ``bootstrap``: resamples behind every
     95% interval and paired comparison (:mod:`trilemma.metrics.bootstrap`; 0: none).
-    ``guidance``: weights ``w``, one class-balanced row each (:func:`_guided`). Returns a
-    JSON-safe dict with ``runs: [one record]``; merge several with :func:`merge_results` and
-    write with :func:`trilemma.report.write_report`.
+    ``guidance``, ``classifier``, ``classifier_scales``: guided rows (:func:`_rows`). Returns
+    ``{runs: [one record], ...}`` (JSON-safe; :func:`merge_results`, ``write_report``).
     """
     _check_settings(n, batch_size, seed, nll_n, classifier_steps, reference, metrics,
                     precision, bootstrap)
@@ -204,23 +218,22 @@ def evaluate_run(
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     model, config, saved = load_run(run_path, device)
     run_label = label or _run_label(saved, run_path)
-    reqs, labels = _guided(model, reqs, guidance, n, run_label)
     spec = data_spec(config, reference)
     if nll_n:
         check_likelihood(model, spec)  # fail before sampling, not after
-    fitting, skipped = fitting_requests(model, reqs, skip_unfit)
-    notes = [f"skipped for {run_label} (process {config.process.get('name')}): "
-             + ", ".join(sorted({s["sampler"] for s in skipped}))] if skipped else []
+    reqs, fitting, skipped, labels, cls_guide = _rows(
+        model, reqs, skip_unfit, n, run_label, guidance, classifier, classifier_scales, device)
+    notes = _skip_notes(run_label, config, skipped)
     scorer = make_scorer(spec, metrics=metrics, n=n, features_path=features_path,
                          inception=inception, reference_split=reference, cache_dir=cache,
                          classifier_steps=classifier_steps, device=device, progress=progress,
                          repeats=bootstrap)
     baseline = scorer.baseline(n, seed)
-    warn = [f"data: {note}" for note in spec.notes] + scorer.warnings
-    warn += baseline["warnings"] if baseline else []
+    warn = [f"data: {n_}" for n_ in spec.notes] + scorer.warnings + (baseline or {}).get(
+        "warnings", [])
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples, precision, labels)
+               save_samples, precision, labels, cls_guide)
     rows, scores = _evaluate_requests(job, fitting, warn)
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None
@@ -229,11 +242,27 @@ def evaluate_run(
                         baseline=baseline, nll=nll, rows=rows, skipped=skipped,
                         warnings=warn, notes=notes,
                         comparisons=paired_comparisons(rows, scores) if bootstrap else None)
+    record.update({"classifier_guidance": cls_guide.record()} if cls_guide is not None else {})
     return results_dict(record, reqs, n=n, seed=seed, batch_size=batch_size, device=device,
                         reference_split=reference, nll_n=nll_n, metrics=metrics,
                         classifier_steps=classifier_steps, cache_dir=cache,
                         extra={"sampling_precision": precision,
                                "bootstrap": bootstrap_settings(bootstrap)})
+
+
+def _rows(model: Method, reqs: list[SamplerRequest], skip_unfit: bool, n: int, run_label: str,
+          guidance: Sequence[float] | None, classifier: str | os.PathLike | None,
+          classifier_scales: str | Sequence[float], device: str
+          ) -> tuple[list[SamplerRequest], list[SamplerRequest], list[dict[str, Any]],
+                     torch.Tensor | None, Guidance | None]:
+    """The rows of a run: every request once per classifier-free guidance weight
+    (:func:`_guided`), those that fit the run, the skipped ones, the class-balanced labels of
+    guided rows, and each fitting request once per classifier-guidance scale
+    (:func:`~trilemma.evaluate.guided.load_guidance`)."""
+    reqs, labels = _guided(model, reqs, guidance, n, run_label)
+    fitting, skipped = fitting_requests(model, reqs, skip_unfit)
+    cls_guide, fitting = load_guidance(classifier, classifier_scales, model, device, fitting)
+    return reqs, fitting, skipped, labels, cls_guide
 
 
 def _guided(model: Method, reqs: list[SamplerRequest], guidance: Sequence[float] | None,

@@ -120,11 +120,10 @@ class Scorer:
         """Reference points to draw under low-dimensional samples (None: none)."""
         return None
 
-
 class NoScorer(Scorer):
     """Metrics off: samples are only counted for non-finite values."""
 
-    def scored(self, samples: Tensor) -> Scored:
+    def scored(self, samples: Tensor, labels: Tensor | None = None) -> Scored:
         """No metrics; the number of non-finite samples."""
         ok = torch.isfinite(samples.reshape(len(samples), -1)).all(dim=1)
         return Scored({}, [], int((~ok).sum()))

@@ -123,3 +123,4 @@ class ToyScorer(Scorer):
     def picture_reference(self, n: int) -> Tensor:
         """The first ``n`` reference points (float32), drawn under the samples."""
         return self.samples[:n].float()
+

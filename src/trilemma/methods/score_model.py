@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..classifier_guidance import GuidedScore
 from ..likelihood import log_likelihood
 from ..nets import count_parameters
 from ..objectives import DSM_WEIGHTINGS, HSM_WEIGHTINGS, cld_dsm_loss, dsm_loss, hsm_loss
@@ -22,6 +23,7 @@ from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from .base import Method, auto_divergence
 from .labels import check_conditioning
+from .noise_classifier import NoiseClassifier, guide_with_classifier
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
 
@@ -165,23 +167,40 @@ class ScoreModel(Method):
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
         guidance: float = 0.0,
+        classifier: NoiseClassifier | None = None,
+        classifier_scale: float | None = None,
         **opts: Any,
     ) -> SampleResult:
         """Draw ``n`` samples with a named sampler within an NFE budget (returns SampleResult).
 
         ``labels`` (shape ``(n,)``, classes ``0 .. num_classes - 1``) select class-conditional
-        sampling, ``guidance = w`` classifier-free guidance. ``nfe`` budgets score evaluations;
-        the result's ``nfe`` counts network evaluations (twice the score evaluations with
-        ``w > 0``; ``info['score_evals']`` keeps the sampler's count).
+        sampling, ``guidance = w`` classifier-free guidance. ``classifier`` (a
+        :class:`~trilemma.methods.NoiseClassifier` of the same process and data) with ``labels``
+        guides by its gradient, ``classifier_scale`` (default 1) times
+        (:mod:`trilemma.classifier_guidance`); the labels then condition this model too when it
+        is class-conditional. ``nfe`` budgets score evaluations; the result's ``nfe`` counts
+        network evaluations (twice the score evaluations with ``w > 0``;
+        ``info['score_evals']`` keeps the sampler's count), ``info['classifier_calls']`` the
+        classifier's forward+backward passes.
         """
-        labels = check_conditioning(labels, guidance, n, self.num_classes)
         param = next(self.parameters())
+        if classifier is not None or classifier_scale is not None:  # classifier guidance
+            if classifier is None:
+                raise ValueError("classifier_scale: given without a classifier")
+            own = check_conditioning(labels if self.num_classes else None, guidance, n,
+                                     self.num_classes)
+            score = guide_with_classifier(self.score_fn(own, guidance), classifier,
+                                          classifier_scale, labels, n, self.process,
+                                          self.data_shape, param.device, self.num_classes)
+        else:
+            own = check_conditioning(labels, guidance, n, self.num_classes)
+            score = self.score_fn(own, guidance)
         was_training = self.training
         self.eval()
         try:
             res = run_sampler(
                 sampler,
-                self.score_fn(labels, guidance),
+                score,
                 self.process,
                 self.state_shape(n),
                 nfe,
@@ -192,9 +211,11 @@ class ScoreModel(Method):
             )
         finally:
             self.train(was_training)
-        calls = self.net_calls(labels, guidance)
+        calls = self.net_calls(own, guidance)
         res.info.update(score_evals=res.nfe, net_calls_per_eval=calls)
         res.nfe = res.nfe * calls
+        if isinstance(score, GuidedScore):
+            res.info["classifier_calls"] = score.classifier_calls
         return res
 
     def nll(self, x: Tensor, *, generator: torch.Generator | None = None,

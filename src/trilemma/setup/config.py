@@ -259,7 +259,8 @@ def validate(raw: Mapping[str, Any], check_paths: bool = True) -> dict[str, Any]
     model, setup = (_validate_model(raw.get("model"), pname, dname, problems)
                     if "model" in raw else ({}, get_setup(None)))
     if "model" in raw and "data" in raw and dname is not None:
-        resolve_classes(model, data, model.get("method"), problems)
+        resolve_classes(model, data, model.get("method"), problems,
+                        reads_labels=setup is not None and setup.labels)
     train = validate_train(raw.get("train"), seed, problems)
     sample = (setup.validate_sample(raw.get("sample"), model, pname, problems)
               if setup is not None else {})

@@ -48,6 +48,10 @@ class MethodSetup:
             resolved sample section``; default: a core sampler that fits the process.
         prepare: ``(model, config, run_dir, resume) -> None`` run by ``trilemma train`` after
             building (e.g. LSGM loads ``model.init_from``); None: nothing.
+        labels: the method trains on labelled batches ``(x, labels)`` (``trilemma train``
+            refuses data without labels).
+        sample_grids: the trainer draws the ``sample`` section's grid every
+            ``train.sample_every`` steps (False for a method that draws no samples).
     """
 
     name: str
@@ -59,6 +63,8 @@ class MethodSetup:
     validate_sample: Callable[[Any, dict[str, Any], str | None, list[str]],
                               dict[str, Any]] = _core_sample
     prepare: Callable[..., None] | None = None
+    labels: bool = False
+    sample_grids: bool = True
 
 
 _REGISTRY: dict[str, MethodSetup] = {}

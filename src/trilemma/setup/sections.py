@@ -149,7 +149,7 @@ def validate_data(raw: Any, problems: list[str], check_paths: bool) -> dict[str,
     if check_paths and len(problems) == n_before:
         for key in PATH_KEYS.get(name, ()):
             val = out.get(key)
-            if val is not None and not Path(val).expanduser().exists():
+            if isinstance(val, str) and not Path(val).expanduser().exists():  # not labels: true
                 problems.append(f"data.{key}: no such file or directory: {val}")
     return out
 
@@ -176,10 +176,14 @@ def _check_labels(name: str, raw: Mapping[str, Any], out: dict[str, Any],
 
 
 def resolve_classes(model: dict[str, Any], data: Mapping[str, Any], method: str | None,
-                    problems: list[str]) -> None:
+                    problems: list[str], reads_labels: bool = False) -> None:
     """Class-conditional training: with ``data.labels: true`` the score network's
     ``num_classes`` is filled in from the data (a net with a learned null class besides);
-    ``num_classes`` without labelled data, or a method without conditioning, is a problem."""
+    ``num_classes`` without labelled data, or a method without conditioning, is a problem.
+    A method that trains on labels itself (``reads_labels``, e.g. a noise classifier) checks
+    its own classes."""
+    if reads_labels:
+        return
     net = model.get("net") if isinstance(model.get("net"), dict) else None
     given = net.get("num_classes") if net is not None else None
     if data.get("labels") is not True:
