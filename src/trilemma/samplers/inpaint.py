@@ -1,0 +1,286 @@
+"""Inpainting by replacement, with RePaint resampling as an option (REFERENCE.md §9.3).
+
+Given known data ``x0`` and a mask ``m`` (1 = known), every reverse step to time ``s`` is followed
+by ``u_s <- m * draw(q(u_s | x0)) + (1 - m) * u_s``: the known coordinates are a fresh draw from
+the forward marginal (for CLD the known ``(x, v)`` pairs jointly, the initial velocity integrated
+out as HSM prescribes), the unknown ones are generated. RePaint (Lugmayr et al. 2022) redoes
+steps: after reaching a resampling point it diffuses the whole state back ``jump`` grid steps
+with the forward transition kernel and denoises again, ``resample`` times per point.
+
+The samplers take single steps here (k-diffusion style: one step function per sampler, no copy
+of their loops). Sound: the stochastic samplers (EM, PC, SSCS, DDIM with ``eta > 0``), whose
+noise lets the unknown part re-equilibrate with the replaced known part. A heuristic: the
+deterministic ones (DDIM ``eta = 0``, Euler/Heun/RK4 on the probability-flow ODE), whose state
+is a deterministic function of the noise, which replacement breaks. Refused: multistep solvers
+(DPM-Solver++, gDDIM) keep a history of predictions that replacement invalidates; the adaptive
+ODE solver and EDM's Heun take steps this module cannot interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, chol_factor, randn_like
+from ._common import call_score, check_nonneg_int, finish, prepare, steps
+from .base import CountingScore, SampleResult, check_finite
+from .ddim import ddim_step
+from .euler_maruyama import em_step
+from .grids import get_grid
+from .ode import _fixed_step, _pf_drift
+from .pc import default_predictor, default_snr, langevin_step, reverse_diffusion_step
+from .registry import SAMPLERS, check_sampler
+from .sscs import sscs_step
+
+Step = Callable[[CountingScore, LinearProcess, Tensor, float, float, Any, bool, int, dict],
+                Tensor]
+
+#: why a sampler cannot inpaint
+REFUSED = {
+    "dpm2m": "a multistep solver: replacing the known part invalidates its history of "
+             "predictions",
+    "dpm3m": "a multistep solver: replacing the known part invalidates its history of "
+             "predictions",
+    "gddim": "a multistep exponential integrator: replacement invalidates its history",
+    "ode": "adaptive: the solver chooses its own steps, so none can be interleaved",
+    "edm": "EDM's Heun steps in sigma/alpha with its own last step; use 'heun' instead",
+}
+#: samplers whose inpainting is exact in the limit (noise re-equilibrates the unknown part)
+SOUND = ("em", "pc", "sscs")
+
+
+def _em(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
+        generator: Any, add_noise: bool, i: int, opts: dict) -> Tensor:
+    return em_step(process, u, call_score(score, u, t, i), t, s, generator, add_noise)[0]
+
+
+def _ddim(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
+          generator: Any, add_noise: bool, i: int, opts: dict) -> Tensor:
+    sc = call_score(score, u, t, i)
+    return ddim_step(process, u, sc, t, s, float(opts.get("eta", 0.0)), generator, add_noise)
+
+
+def _sscs(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
+          generator: Any, add_noise: bool, i: int, opts: dict) -> Tensor:
+    return sscs_step(process, score, u, t, s, generator, i)
+
+
+def _pc(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
+        generator: Any, add_noise: bool, i: int, opts: dict) -> Tensor:
+    """score_sde's inpainting sampler: predictor, then Langevin correctors at ``s``."""
+    predictor = opts.get("predictor") or default_predictor(process)
+    predict = reverse_diffusion_step if predictor == "reverse_diffusion" else em_step
+    n_corr = int(opts.get("n_corrector", 1))
+    snr = opts.get("snr") or default_snr(process)
+    u = predict(process, u, call_score(score, u, t, i), t, s, generator,
+                add_noise=add_noise or n_corr > 0)[0]
+    alpha = 1.0
+    if isinstance(process, ScalarProcess):
+        alpha = float((process.alpha(t) / process.alpha(s)) ** 2)
+    for _ in range(n_corr):
+        u = langevin_step(process, u, call_score(score, u, s, i), snr, alpha, generator,
+                          step_norm=opts.get("step_norm", "batch"))[0]
+    return u
+
+
+def _ode(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
+         generator: Any, add_noise: bool, i: int, opts: dict) -> Tensor:
+    def f(x: Tensor, tau: float) -> Tensor:
+        return _pf_drift(score, process, x, tau, i)
+
+    return _fixed_step(opts["method"], f, u, t, s)
+
+
+STEPS: dict[str, Step] = {"em": _em, "pc": _pc, "ddim": _ddim, "sscs": _sscs,
+                          "euler": _ode, "heun": _ode, "rk4": _ode}
+
+
+def is_sound(sampler: str, opts: dict | None = None) -> bool:
+    """Whether inpainting with ``sampler`` is sound (stochastic) rather than a heuristic."""
+    return sampler in SOUND or (sampler == "ddim" and float((opts or {}).get("eta", 0.0)) > 0)
+
+
+def check_inpaint_sampler(name: str, process: LinearProcess, opts: dict | None = None) -> None:
+    """Raise ``ValueError('sampler: ...')`` when ``name`` cannot inpaint on ``process``."""
+    if name in REFUSED:
+        raise ValueError(f"sampler: {name!r} cannot inpaint ({REFUSED[name]}); use one of: "
+                         + ", ".join(n for n in STEPS if SAMPLERS[n].supports(process)))
+    check_sampler(name, getattr(process, "name", None), None, opts)
+    if not SAMPLERS[name].supports(process):
+        raise ValueError(f"sampler: {name!r} does not fit process {process.name!r}")
+
+
+def repaint_path(n_steps: int, resample: int = 0, jump: int = 1) -> list[int]:
+    """The grid indices visited (0 = ``T``, ``n_steps`` = the end): one reverse step at a time,
+    and at every multiple of ``jump`` a jump back by ``jump`` indices, ``resample`` times."""
+    left = {i: resample for i in range(jump, n_steps + 1, jump)}
+    path, i = [0], 0
+    while i < n_steps:
+        i += 1
+        path.append(i)
+        if left.get(i, 0) > 0:
+            left[i] -= 1
+            i -= jump
+            path.append(i)
+    return path
+
+
+def inpaint_nfe(n_steps: int, per_step: int, resample: int, jump: int, denoise: bool) -> int:
+    """Exact score calls of an inpainting run: every reverse step costs ``per_step``."""
+    return per_step * (n_steps + resample * jump * (n_steps // jump)) + int(denoise)
+
+
+def state_mask(process: LinearProcess, mask: Tensor) -> Tensor:
+    """The data mask on every block of the state (CLD: the known x and their velocities)."""
+    return process.join([mask] * process.k)
+
+
+def replace_known(process: LinearProcess, u: Tensor, x0: Tensor, mask: Tensor, t: float,
+                  generator: torch.Generator | None) -> Tensor:
+    """``u`` with its known coordinates replaced by a draw from ``q(u_t | x0)``."""
+    known, _ = process.perturb(x0.to(u.dtype), t, generator)
+    m = state_mask(process, mask).to(u.dtype)
+    return m * known + (1.0 - m) * u
+
+
+def forward_jump(process: LinearProcess, u: Tensor, s: float, t: float,
+                 generator: torch.Generator | None) -> Tensor:
+    """Diffuse the state forward from ``s`` to ``t > s``: ``Psi(t, s) u + Sigma(t | s)^{1/2} z``."""
+    tt = torch.tensor(t, dtype=torch.float64)
+    ss = torch.tensor(s, dtype=torch.float64)
+    chol = chol_factor(process.transition_cov(tt, ss))
+    return process.apply(process.transition(tt, ss), u) + process.apply(
+        chol, randn_like(u, generator))
+
+
+def check_known(x0: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``x0`` batched and finite; ``mask`` of 0/1 broadcast to its shape."""
+    if not isinstance(x0, Tensor) or not isinstance(mask, Tensor):
+        raise TypeError("x0 and mask must be torch tensors")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 (the known data) contains non-finite values")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
+    try:
+        mask = torch.broadcast_to(mask.to(x0.dtype), x0.shape)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the data's "
+                         f"shape {tuple(x0.shape)}") from None
+    return x0, mask.to(x0.device)
+
+
+def sample_inpaint(
+    score_fn: ScoreFn,
+    process: LinearProcess,
+    u_T: Tensor,
+    grid: Tensor,
+    x0: Tensor,
+    mask: Tensor,
+    *,
+    sampler: str = "em",
+    resample: int = 0,
+    jump: int = 1,
+    generator: torch.Generator | None = None,
+    denoise: bool = True,
+    trajectory: bool = False,
+    progress: bool = False,
+    **opts: Any,
+) -> SampleResult:
+    """Inpaint ``x0`` where ``mask`` is 0, from prior states ``u_T`` down ``grid``.
+
+    Each reverse step of ``sampler`` is followed by the replacement of the known coordinates;
+    with ``resample = r > 0`` RePaint jumps back ``jump`` steps ``r`` times at every multiple
+    of ``jump``. ``samples`` hold ``x0`` exactly where known; ``nfe`` counts every call.
+    ``trajectory`` keeps the state after every move, with ``times`` the time of each.
+    """
+    check_inpaint_sampler(sampler, process, opts)
+    resample = check_nonneg_int("resample", resample)
+    jump = check_nonneg_int("jump", jump)
+    score, grid = prepare(score_fn, process, u_T, grid)
+    n = grid.numel() - 1
+    if not 1 <= jump <= n:
+        raise ValueError(f"jump must lie in [1, {n}] (the number of steps), got {jump}")
+    x0, mask = check_known(x0, mask)
+    if x0.shape[0] != u_T.shape[0] or process.state_to_data(u_T).shape != x0.shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)}; the states need data of shape "
+                         f"{tuple(process.state_to_data(u_T).shape)}")
+    opts = {**SAMPLERS[sampler].defaults, **opts}
+    step = STEPS[sampler]
+    path = repaint_path(n, resample, jump)
+    u = replace_known(process, u_T, x0, mask, float(grid[0]), generator)
+    traj, times = ([u], [float(grid[0])]) if trajectory else (None, None)
+    for k in steps(len(path) - 1, progress, "inpaint"):
+        a, b = path[k], path[k + 1]
+        now, nxt = float(grid[a]), float(grid[b])
+        if b > a:  # a reverse step down to the next grid time, then the replacement
+            u = step(score, process, u, now, nxt, generator, denoise or b < n, a, opts)
+            u = replace_known(process, u, x0, mask, nxt, generator)
+        else:  # RePaint: back up the grid along the forward kernel
+            u = forward_jump(process, u, now, nxt, generator)
+        check_finite(u, a, nxt)
+        if traj is not None:
+            traj.append(u)
+            times.append(nxt)
+    info = {"sampler": sampler, "inpaint": True, "resample": resample, "jump": jump,
+            "reverse_steps": sum(b > a for a, b in zip(path[:-1], path[1:], strict=True)),
+            "sound": is_sound(sampler, opts)}
+    res = finish(score, process, u, grid, denoise=denoise, traj=traj, info=info)
+    res.samples = mask * x0 + (1.0 - mask) * res.samples
+    if times is not None:
+        res.times = torch.tensor(times, dtype=torch.float64)
+    return res
+
+
+def inpaint(
+    name: str,
+    score_fn: ScoreFn,
+    process: LinearProcess,
+    x0: Tensor,
+    mask: Tensor,
+    nfe: int,
+    *,
+    resample: int = 0,
+    jump: int = 1,
+    generator: torch.Generator | None = None,
+    grid: str | None = None,
+    denoise: bool | None = None,
+    progress: bool = False,
+    **opts: Any,
+) -> SampleResult:
+    """Inpaint with sampler ``name`` within a total budget of ``nfe`` score calls.
+
+    The budget includes the resampling (each redone step costs its calls again) and the
+    denoising call: the grid gets the most steps whose exact total fits. ``grid`` names the
+    grid (default: the sampler's); the prior draw matches ``x0``'s dtype and device.
+    """
+    check_inpaint_sampler(name, process, opts)
+    spec = SAMPLERS[name]
+    denoise = spec.denoise if denoise is None else bool(denoise)
+    resample = check_nonneg_int("resample", resample)
+    jump = check_nonneg_int("jump", jump)
+    per = spec.nfe_per_step({**spec.defaults, **opts})
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    n = 0
+    while inpaint_nfe(n + 1, per, resample, jump, denoise) <= nfe:
+        n += 1
+    if n < max(jump, 1):
+        need = inpaint_nfe(max(jump, 1), per, resample, jump, denoise)
+        raise ValueError(f"nfe: {name!r} with resample={resample}, jump={jump} needs at least "
+                         f"{need} NFE, got {nfe}")
+    times = get_grid(grid or spec.default_grid(process), process, n)
+    shape = (x0.shape[0],) + tuple(x0.shape[1:])
+    u_T = process.prior_sample(shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    res = sample_inpaint(score_fn, process, u_T, times, x0, mask, sampler=name,
+                         resample=resample, jump=jump, generator=generator, denoise=denoise,
+                         progress=progress, **opts)
+    res.info["nfe_budget"] = nfe
+    return res
+
+
+__all__ = ["REFUSED", "SOUND", "STEPS", "check_inpaint_sampler", "forward_jump",
+           "inpaint", "inpaint_nfe", "is_sound", "repaint_path", "replace_known",
+           "sample_inpaint", "state_mask"]
