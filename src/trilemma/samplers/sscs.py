@@ -15,6 +15,8 @@ overshoots where the modes separate (two-mode 1-D oracle, 10 NFE: W1 0.39 agains
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -45,13 +47,21 @@ def _a_step(
 
 def sscs_step(cld: CLD, score: CountingScore, u: Tensor, t_hi: float, t_lo: float,
               generator: torch.Generator | None, step: int = 0,
-              reuse_start_time: bool = False) -> Tensor:
-    """One SSCS step ``A(half) S(full) A(half)`` from ``t_hi`` down to ``t_lo`` (1 NFE)."""
-    times = torch.tensor([t_hi, 0.5 * (t_hi + t_lo), t_lo], dtype=torch.float64)
-    b_hi, b_mid, b_lo = cld.integral_beta(times)
+              reuse_start_time: bool = False,
+              condition: Callable[[Tensor, float], Tensor] | None = None) -> Tensor:
+    """One SSCS step ``A(half) S(full) A(half)`` from ``t_hi`` down to ``t_lo`` (1 NFE).
+
+    ``condition(u, t_mid)``, when given, edits the state between the first A half-step and the
+    score call (inpainting replaces the known coordinates there, so the score sees them drawn
+    from the forward marginal).
+    """
+    t_mid = 0.5 * (t_hi + t_lo)
+    b_hi, b_mid, b_lo = cld.integral_beta(torch.tensor([t_hi, t_mid, t_lo], dtype=torch.float64))
     b_first = b_hi - b_mid  # int beta over [t_mid, t_hi]
     b_second = b_first if reuse_start_time else b_mid - b_lo  # over [t_lo, t_mid]
     u = _a_step(cld, u, b_first, generator)
+    if condition is not None:
+        u = condition(u, t_mid)
     x, v = cld.split(u)
     s = call_score(score, u, t_hi, step)  # step-start time: see the module docstring
     v = v + (2.0 * cld.Gamma * float(b_hi - b_lo)) * (s + cld.m_inv * v)
