@@ -90,15 +90,31 @@ def test_known_coordinate_ends_exact_and_follows_the_forward_marginal(proc_name,
 
 
 # --------------------------------------------------------------------------- RePaint converges
-@pytest.mark.parametrize("proc_name,sampler", [("vp", "em"), ("cld", "sscs")])
-def test_resampling_shrinks_the_distance_to_the_exact_conditional(proc_name, sampler):
-    """Replacement alone misses the exact conditional (it under-weights the rarer mode
-    x2 = +1); RePaint's resampling moves the completions towards it as r grows."""
+def _distances(proc_name: str, sampler: str, resamples: tuple[int, ...]) -> dict[int, float]:
     cond = MIX.conditional(VALUE, KNOWN)
-    dist = {r: w1_to(cond, run_oracle(proc_name, sampler, resample=r)[1].samples[:, 1])
-            for r in (0, 4, 16)}
-    assert dist[0] > 0.1  # replacement only: W1 ~ 0.13 (VP, EM, 50 steps)
-    assert dist[0] > dist[4] + 0.02 > dist[16] + 0.04, dist
+    return {r: w1_to(cond, run_oracle(proc_name, sampler, resample=r)[1].samples[:, 1])
+            for r in resamples}
+
+
+@pytest.mark.parametrize("proc_name,sampler,resamples", [
+    ("vp", "em", (0, 4, 16)),
+    ("cld", "sscs", (0, 4)),
+    pytest.param("cld", "em", (0, 4, 16), marks=pytest.mark.slow),
+])
+def test_resampling_shrinks_the_distance_to_the_exact_conditional(proc_name, sampler,
+                                                                   resamples):
+    """Replacement alone misses the exact conditional: it puts too few completions in the rarer
+    mode x2 = +1 (W1 0.13-0.15 at 50 steps; 4000 exact samples are 0.01 from it). RePaint's
+    resampling (jump 10) moves the completions towards it as r grows. Measured (seed 0):
+    VP + EM 0.125 / 0.080 / 0.069 at r = 0 / 4 / 16, CLD + SSCS 0.147 / 0.077, CLD + EM
+    0.143 / 0.074 / 0.029. W1's standard error is ~0.013 here: r = 4 and r = 0 differ by > 3
+    of them and r = 16 and r = 0 by > 4 (asserted with margin); r = 16 against r = 4 is within
+    the noise for VP and SSCS, so only "not worse" is asked there."""
+    dist = _distances(proc_name, sampler, resamples)
+    assert dist[0] > 0.1, dist
+    assert dist[4] < dist[0] - 0.04, dist
+    if 16 in dist:
+        assert dist[16] < dist[4] + 0.01 and dist[16] < dist[0] - 0.05, dist
 
 
 # --------------------------------------------------------------------------- schedule and NFE
