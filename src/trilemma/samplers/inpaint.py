@@ -10,11 +10,13 @@ with the forward transition kernel and denoises again, ``resample`` times per po
 The samplers take single steps here (k-diffusion style: one step function per sampler, no copy
 of their loops). Where a step reads the score on an intermediate state (SSCS after its first
 half-step, PC before each corrector) the known part is replaced there as well, so the score
-always sees known coordinates drawn from the forward marginal. Sound: the stochastic samplers (EM, PC, SSCS, DDIM with ``eta > 0``), whose
-noise lets the unknown part re-equilibrate with the replaced known part. A heuristic: the
-deterministic ones (DDIM ``eta = 0``, Euler/Heun/RK4 on the probability-flow ODE), whose state
-is a deterministic function of the noise, which replacement breaks. Refused: multistep solvers
-(DPM-Solver++, gDDIM) keep a history of predictions that replacement invalidates; the adaptive
+always sees known coordinates drawn from the forward marginal.
+
+Sound: the stochastic samplers (EM, PC, SSCS, DDIM with ``eta > 0``), whose noise lets the
+unknown part re-equilibrate with the replaced known part. A heuristic: the deterministic ones
+(DDIM ``eta = 0``, Euler/Heun/RK4 on the probability-flow ODE), whose state is a deterministic
+function of the noise, which replacement breaks. Refused: multistep solvers (DPM-Solver++,
+gDDIM) keep a history of predictions that replacement invalidates; the adaptive
 ODE solver and EDM's Heun take steps this module cannot interleave.
 """
 
