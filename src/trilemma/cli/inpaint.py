@@ -152,8 +152,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     except ValueError as err:
         key, _, msg = str(err).partition(": ")
         flag = {"sampler": "--sampler", "nfe": "--nfe", "options": "--opt", "jump": "--jump"}
-        raise CLIError(f"{flag[key]}: {msg}" if key in flag else f"--opt/--sampler: {err}") \
-            from None
+        where = "--opt" if options else f"--sampler {args.sampler}"
+        raise CLIError(f"{flag[key]}: {msg}" if key in flag else f"{where}: {err}") from None
     _write(out, res, image, args)
     known = res.info["mask"]
     x0 = image.to(res.samples.device).repeat_interleave(args.n, dim=0)

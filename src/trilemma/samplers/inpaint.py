@@ -29,13 +29,28 @@ import torch
 from torch import Tensor
 
 from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, chol_factor, randn_like
-from ._common import call_score, check_nonneg_int, finish, prepare, steps
+from ._common import (
+    call_score,
+    check_choice,
+    check_nonneg_int,
+    check_positive,
+    finish,
+    prepare,
+    steps,
+)
 from .base import CountingScore, SampleResult, check_finite
 from .ddim import ddim_step
 from .euler_maruyama import em_step
 from .grids import get_grid
 from .ode import _fixed_step, _pf_drift
-from .pc import default_predictor, default_snr, langevin_step, reverse_diffusion_step
+from .pc import (
+    PREDICTORS,
+    STEP_NORMS,
+    default_predictor,
+    default_snr,
+    langevin_step,
+    reverse_diffusion_step,
+)
 from .registry import SAMPLERS, check_sampler
 from .sscs import sscs_step
 
@@ -115,12 +130,28 @@ def is_sound(sampler: str, opts: dict | None = None) -> bool:
 
 def check_inpaint_sampler(name: str, process: LinearProcess, opts: dict | None = None) -> None:
     """Raise ``ValueError('sampler: ...')`` when ``name`` cannot inpaint on ``process``."""
+    fits = ", ".join(n for n in STEPS if SAMPLERS[n].supports(process))
     if name in REFUSED:
         raise ValueError(f"sampler: {name!r} cannot inpaint ({REFUSED[name]}); use one of: "
-                         + ", ".join(n for n in STEPS if SAMPLERS[n].supports(process)))
+                         + fits)
+    if name in SAMPLERS and not SAMPLERS[name].supports(process):
+        raise ValueError(f"sampler: {name!r} does not fit process {process.name!r}; use one "
+                         f"of: {fits}")
     check_sampler(name, getattr(process, "name", None), None, opts)
-    if not SAMPLERS[name].supports(process):
-        raise ValueError(f"sampler: {name!r} does not fit process {process.name!r}")
+
+
+def check_options(opts: dict) -> None:
+    """The option values the step functions read (names are checked by ``check_sampler``)."""
+    if "eta" in opts:
+        check_positive("eta", opts["eta"], allow_zero=True)
+    if "n_corrector" in opts:
+        check_nonneg_int("n_corrector", opts["n_corrector"])
+    if opts.get("snr") is not None:
+        check_positive("snr", opts["snr"])
+    if opts.get("predictor") is not None:
+        check_choice("predictor", opts["predictor"], PREDICTORS)
+    if "step_norm" in opts:
+        check_choice("step_norm", opts["step_norm"], STEP_NORMS)
 
 
 def repaint_path(n_steps: int, resample: int = 0, jump: int = 1) -> list[int]:
@@ -218,6 +249,7 @@ def sample_inpaint(
         raise ValueError(f"x0 has shape {tuple(x0.shape)}; the states need data of shape "
                          f"{tuple(process.state_to_data(u_T).shape)}")
     opts = {**SAMPLERS[sampler].defaults, **opts}
+    check_options(opts)
     step = STEPS[sampler]
     path = repaint_path(n, resample, jump)
     def replace(state: Tensor, time: float) -> Tensor:
