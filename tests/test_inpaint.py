@@ -246,6 +246,8 @@ def test_cli_inpaint_writes_grid_and_npz(digits_run, capsys):
       "--jump", "2"], "--nfe: .*needs at least"),
     (["--image", "{root}/img.npz", "--mask", "right", "--out", "{root}/x.jpg"],
      "--out must end in .png or .npz"),
+    (["--image", "{root}/img.npz", "--mask", "right", "--sampler", "ddim", "--opt", "eta=-1"],
+     "--opt: eta must be a non-negative"),
 ])
 def test_cli_inpaint_errors_name_the_flag(digits_run, capsys, args, msg):
     root = digits_run
