@@ -62,7 +62,7 @@ def run_rows(args: argparse.Namespace, images, labels, clf, ref, counts) -> tupl
               ("cld", args.cld, "sscs", {})]
     rows, grids = [], {}
     for proc, run, sampler, opts in setups:
-        if run is None:
+        if run is None or f"{proc}:{sampler}" not in args.setups.split(","):
             continue
         model = trilemma.load(run)
         for preset in MASKS:
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--nfe", type=int, default=100, help="total NFE per completion (default 100)")
     p.add_argument("--resample", type=int, default=2, help="RePaint resampling (default 2)")
     p.add_argument("--jump", type=int, default=5, help="RePaint jump length (default 5)")
+    p.add_argument("--setups", default="vp:em,vp:ddim,cld:sscs",
+                   help="which of vp:em, vp:ddim, cld:sscs to run (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--grid", type=int, default=12, help="digits per grid row (default 12)")
