@@ -17,8 +17,14 @@ RePaint resampling at the same total NFE (``--resample``/``--jump``), and report
 - ``MSE known``: mean squared error on the known pixels (0: they are kept exactly);
   ``MSE hidden``: on the hidden ones (how far the completion is from the original digit).
 
-Writes ``inpaint_digits.json`` and ``inpaint_digits.png`` (per mask: the masked inputs, one row
-per sampler, the originals) in ``--out``.
+Writes ``inpaint_digits.json``, ``inpaint_digits.png`` (per mask: the masked inputs, one row
+per sampler, the originals) and each row's completions (``*.npz``) in ``--out``. Rows against
+replacement alone carry paired-bootstrap differences (same digits, same resampling counts).
+The rows can be split over processes with ``--setups`` and merged afterwards::
+
+    python benchmarks/inpaint_digits.py ... --setups vp:em --out out/inpaint_digits_em
+    python benchmarks/inpaint_digits.py --merge out/inpaint_digits_em out/inpaint_digits_ddim \
+        --out out/inpaint_digits
 """
 
 from __future__ import annotations
@@ -33,7 +39,12 @@ import torch
 
 import trilemma
 from trilemma.masks import make_mask, masked_view
-from trilemma.metrics.bootstrap import bootstrap_counts, fd_replicates, interval
+from trilemma.metrics.bootstrap import (
+    bootstrap_counts,
+    fd_replicates,
+    interval,
+    paired_difference,
+)
 from trilemma.metrics.features import dataset_images, extract_features, load_classifier
 from trilemma.metrics.frechet import FrechetReference, gaussian_stats
 from trilemma.plots import save_image_grid
@@ -52,8 +63,16 @@ def score(clf, ref: FrechetReference, x: torch.Tensor, labels: torch.Tensor,
     fd = ref.distance(mu, cov)
     acc_reps = counts @ correct / counts.sum(1)
     acc = float(correct.mean())
+    fd_reps = fd_replicates(ref, feats, counts)
     return {"acc": acc, "acc_ci": interval(acc, acc_reps, bounds=(0.0, 1.0)),
-            "fd": fd, "fd_ci": interval(fd, fd_replicates(ref, feats, counts))}
+            "fd": fd, "fd_ci": interval(fd, fd_reps), "_reps": {"acc": acc_reps, "fd": fd_reps}}
+
+
+def paired(row: dict, base: dict) -> dict:
+    """``row - base`` for accuracy and FD with paired-bootstrap intervals (same test digits,
+    same resampling counts)."""
+    return {k: paired_difference(row[k], base[k], row["_reps"][k], base["_reps"][k])
+            for k in ("acc", "fd")}
 
 
 def run_rows(args: argparse.Namespace, images, labels, clf, ref, counts) -> tuple[list, dict]:
@@ -82,10 +101,16 @@ def run_rows(args: argparse.Namespace, images, labels, clf, ref, counts) -> tupl
                        "mse_known": float(((out - images)[known] ** 2).mean()),
                        "mse_hidden": float(((out - images)[~known] ** 2).mean()),
                        **score(clf, ref, out, labels, counts)}
+                if resample:
+                    row["minus_replacement"] = paired(row, rows[-1])
                 rows.append(row)
                 print(_line(row), flush=True)
+                name = f"{proc}_{sampler}_{preset}_r{resample}"
+                np.savez_compressed(Path(args.out) / f"{name}.npz", samples=out.numpy())
                 if resample == 0:
                     grids[(preset, f"{proc} {sampler}")] = out[: args.grid]
+    for r in rows:
+        r.pop("_reps")
     return rows, grids
 
 
@@ -96,16 +121,48 @@ def _ci(ci) -> str:
 def _line(r: dict) -> str:
     name = f"{r['process']} {r['sampler']}" + (" eta=0" if r["sampler"] == "ddim" else "")
     rep = f"r={r['resample']} j={r['jump']}" if r["resample"] else "replacement"
+    if "minus_replacement" in r:
+        d = r["minus_replacement"]
+        rep += (f" (vs replacement: acc {d['acc']['diff']:+.3f} {_ci(d['acc']['ci'])}, FD "
+                f"{d['fd']['diff']:+.1f} {_ci(d['fd']['ci'])})")
     return (f"| {r['mask']} | {name} | {rep} | {r['nfe']} | {r['acc']:.3f} {_ci(r['acc_ci'])} "
             f"| {r['fd']:.2f} {_ci(r['fd_ci'])} | {r['mse_known']:.1e} | {r['mse_hidden']:.3f} "
             f"| {r['seconds']} |")
+
+
+def merge(folders: list[str], out: Path, n_grid: int) -> dict:
+    """One JSON and one grid from several outputs of this script (rows split by --setups)."""
+    parts = [json.loads((Path(f) / "inpaint_digits.json").read_text()) for f in folders]
+    rows = [r for p in parts for r in p["rows"]]
+    images = dataset_images("digits", "test", 8)[0][:n_grid]
+    tiles, names = [], []
+    for preset in MASKS:
+        tiles.append(masked_view(images, make_mask(preset, tuple(images.shape[1:]))))
+        for r in rows:
+            if r["mask"] == preset and r["resample"] == 0:
+                name = f"{r['process']}_{r['sampler']}_{preset}_r0"
+                folder = next(f for f in folders if (Path(f) / f"{name}.npz").is_file())
+                with np.load(Path(folder) / f"{name}.npz") as d:
+                    tiles.append(torch.from_numpy(d["samples"][:n_grid]))
+                if preset == MASKS[0]:
+                    names.append(f"{r['process']} {r['sampler']}")
+        tiles.append(images)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image_grid(torch.cat(tiles).clamp(-1, 1), out / "inpaint_digits.png", nrow=n_grid)
+    result = {"parts": folders, "args": parts[0]["args"], "baselines": parts[0]["baselines"],
+              "rows": rows, "grid_rows": "per mask (right, center): masked inputs, "
+              + ", ".join(names) + ", originals"}
+    (out / "inpaint_digits.json").write_text(json.dumps(result, indent=1))
+    print(f"merged {len(rows)} rows -> {out / 'inpaint_digits.json'}, "
+          f"{out / 'inpaint_digits.png'}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--vp", help="a VP digits run (configs/digits_vp.yaml)")
     p.add_argument("--cld", help="a CLD digits run (configs/digits_cld.yaml)")
-    p.add_argument("--features", required=True, help="digits classifier (.safetensors)")
+    p.add_argument("--features", help="digits classifier (.safetensors; not for --merge)")
     p.add_argument("--n", type=int, default=300, help="test digits (default 300)")
     p.add_argument("--nfe", type=int, default=100, help="total NFE per completion (default 100)")
     p.add_argument("--resample", type=int, default=2, help="RePaint resampling (default 2)")
@@ -117,7 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--grid", type=int, default=12, help="digits per grid row (default 12)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="out/inpaint_digits")
+    p.add_argument("--merge", nargs="+", metavar="DIR",
+                   help="only merge earlier outputs (run with --setups) into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.grid)
+    if not args.features:
+        p.error("--features: give the digits classifier (trilemma features train digits)")
     torch.set_num_threads(args.threads)
     test_x, test_y = dataset_images("digits", "test", 8)
     images, labels = test_x[: args.n], test_y[: args.n]
@@ -126,20 +189,22 @@ def main(argv: list[str] | None = None) -> dict:
     ref = FrechetReference(*gaussian_stats(extract_features(clf, train_x)))
     counts = bootstrap_counts(len(images), args.bootstrap)
     base = []
-    for preset in MASKS:
+    for preset in MASKS:  # the floor: classifier and FD of the masked inputs
         masked = masked_view(images, make_mask(preset, tuple(images.shape[1:])))
         base.append({"mask": preset, "what": "masked input", **score(clf, ref, masked, labels,
                                                                      counts)})
     base.append({"mask": "-", "what": "originals", **score(clf, ref, images, labels, counts)})
+    for b in base:
+        b.pop("_reps")
     print("| mask | inputs | acc [95% CI] | FD-digits [95% CI] |\n| --- | --- | --- | --- |")
     for b in base:
         print(f"| {b['mask']} | {b['what']} | {b['acc']:.3f} {_ci(b['acc_ci'])} | "
               f"{b['fd']:.2f} {_ci(b['fd_ci'])} |")
     print("\n| mask | model, sampler | resampling | NFE | acc [95% CI] | FD-digits [95% CI] | "
           "MSE known | MSE hidden | s |\n" + "| --- " * 9 + "|")
-    rows, grids = run_rows(args, images, labels, clf, ref, counts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rows, grids = run_rows(args, images, labels, clf, ref, counts)
     tiles = []
     for preset in MASKS:
         mask = make_mask(preset, tuple(images.shape[1:]))
