@@ -22,6 +22,7 @@ from trilemma.samplers.inpaint import (
     inpaint,
     inpaint_nfe,
     repaint_path,
+    replace_known,
     sample_inpaint,
 )
 
@@ -87,6 +88,25 @@ def test_known_coordinate_ends_exact_and_follows_the_forward_marginal(proc_name,
         z = torch.linalg.solve_triangular(chol, (blocks - mean).T, upper=False).T
         assert z.mean(0).abs().max() < 0.1, t
         assert (torch.cov(z.T).reshape(k, k) - torch.eye(k, dtype=F64)).abs().max() < 0.1, t
+
+
+def test_cld_keep_velocity_draws_positions_given_the_samplers_velocity():
+    """``velocity='keep'`` leaves every velocity as the sampler had it and draws the known
+    positions from q(x_t | x0, v_t): fed a state from the forward marginal, the known (x, v)
+    pair is again distributed as q(x_t, v_t | x0) (whitened: standard normal, uncorrelated)."""
+    cld = get_process("cld")
+    t, n = 0.3, 20000
+    gen = torch.Generator().manual_seed(0)
+    x0 = VALUE[None].expand(n, 2).to(F64).clone()
+    u, _ = cld.perturb(x0, t, gen)
+    u[:, 0] = 5.0  # a known position far off: it must be redrawn
+    out = replace_known(cld, u, x0, KNOWN.to(F64).expand(n, 2), t, gen, velocity="keep")
+    assert torch.equal(out[:, 2:], u[:, 2:]) and torch.equal(out[:, 1], u[:, 1])
+    pair = out[:, [0, 2]]
+    mean = cld.mean_coef(t)[:, 0] * 1.0
+    z = torch.linalg.solve_triangular(cld.marginal_chol(t), (pair - mean).T, upper=False).T
+    assert z.mean(0).abs().max() < 0.03
+    assert (torch.cov(z.T) - torch.eye(2, dtype=F64)).abs().max() < 0.03
 
 
 # --------------------------------------------------------------------------- RePaint converges

@@ -179,12 +179,29 @@ def state_mask(process: LinearProcess, mask: Tensor) -> Tensor:
     return process.join([mask] * process.k)
 
 
+#: what replacement does with CLD's velocities of the known pixels
+VELOCITY_MODES = ("redraw", "keep")
+
+
 def replace_known(process: LinearProcess, u: Tensor, x0: Tensor, mask: Tensor, t: float,
-                  generator: torch.Generator | None) -> Tensor:
-    """``u`` with its known coordinates replaced by a draw from ``q(u_t | x0)``."""
-    known, _ = process.perturb(x0.to(u.dtype), t, generator)
+                  generator: torch.Generator | None, velocity: str = "redraw") -> Tensor:
+    """``u`` with its known coordinates replaced by a draw from ``q(u_t | x0)``.
+
+    For CLD, ``velocity='redraw'`` draws the known ``(x, v)`` pairs jointly; ``'keep'`` keeps the
+    sampler's ``v`` and draws ``x`` from ``q(x_t | x0, v_t)`` (REFERENCE.md §9.3's variant).
+    """
     m = state_mask(process, mask).to(u.dtype)
-    return m * known + (1.0 - m) * u
+    if process.k == 1 or velocity == "redraw":
+        known, _ = process.perturb(x0.to(u.dtype), t, generator)
+        return m * known + (1.0 - m) * u
+    cov = process.marginal_cov(t)  # per-coordinate (x, v) covariance given x0
+    psi = process.mean_coef(t)[..., :, 0]  # how x0 enters (x, v)
+    gain, var = float(cov[0, 1] / cov[1, 1]), float(cov[0, 0] - cov[0, 1] ** 2 / cov[1, 1])
+    x, v = process.split(u)
+    x0 = x0.to(u.dtype)
+    x_known = float(psi[0]) * x0 + gain * (v - float(psi[1]) * x0) \
+        + max(var, 0.0) ** 0.5 * randn_like(x, generator)
+    return process.join([mask * x_known + (1.0 - mask) * x, v])
 
 
 def forward_jump(process: LinearProcess, u: Tensor, s: float, t: float,
@@ -224,6 +241,7 @@ def sample_inpaint(
     sampler: str = "em",
     resample: int = 0,
     jump: int = 1,
+    velocity: str = "redraw",
     generator: torch.Generator | None = None,
     denoise: bool = True,
     trajectory: bool = False,
@@ -235,6 +253,8 @@ def sample_inpaint(
     Each reverse step of ``sampler`` is followed by the replacement of the known coordinates;
     with ``resample = r > 0`` RePaint jumps back ``jump`` steps ``r`` times at every multiple
     of ``jump``. ``samples`` hold ``x0`` exactly where known; ``nfe`` counts every call.
+    ``velocity`` (CLD): ``'redraw'`` the known pixels' velocities with their positions (default)
+    or ``'keep'`` the sampler's (see :func:`replace_known`).
     ``trajectory`` keeps the state after every move, with ``times`` the time of each.
     """
     check_inpaint_sampler(sampler, process, opts)
@@ -250,10 +270,11 @@ def sample_inpaint(
                          f"{tuple(process.state_to_data(u_T).shape)}")
     opts = {**SAMPLERS[sampler].defaults, **opts}
     check_options(opts)
+    check_choice("velocity", velocity, VELOCITY_MODES)
     step = STEPS[sampler]
     path = repaint_path(n, resample, jump)
     def replace(state: Tensor, time: float) -> Tensor:
-        return replace_known(process, state, x0, mask, time, generator)
+        return replace_known(process, state, x0, mask, time, generator, velocity)
 
     u = replace(u_T, float(grid[0]))
     traj, times = ([u], [float(grid[0])]) if trajectory else (None, None)
@@ -270,6 +291,7 @@ def sample_inpaint(
             traj.append(u)
             times.append(nxt)
     info = {"sampler": sampler, "inpaint": True, "resample": resample, "jump": jump,
+            "velocity": velocity if process.k > 1 else None,
             "reverse_steps": sum(b > a for a, b in zip(path[:-1], path[1:], strict=True)),
             "sound": is_sound(sampler, opts)}
     res = finish(score, process, u, grid, denoise=denoise, traj=traj, info=info)
@@ -289,6 +311,7 @@ def inpaint(
     *,
     resample: int = 0,
     jump: int = 1,
+    velocity: str = "redraw",
     generator: torch.Generator | None = None,
     grid: str | None = None,
     denoise: bool | None = None,
@@ -320,12 +343,13 @@ def inpaint(
     shape = (x0.shape[0],) + tuple(x0.shape[1:])
     u_T = process.prior_sample(shape, generator=generator, device=x0.device, dtype=x0.dtype)
     res = sample_inpaint(score_fn, process, u_T, times, x0, mask, sampler=name,
-                         resample=resample, jump=jump, generator=generator, denoise=denoise,
+                         resample=resample, jump=jump, velocity=velocity,
+                         generator=generator, denoise=denoise,
                          progress=progress, **opts)
     res.info["nfe_budget"] = nfe
     return res
 
 
-__all__ = ["REFUSED", "SOUND", "STEPS", "check_inpaint_sampler", "forward_jump",
-           "inpaint", "inpaint_nfe", "is_sound", "repaint_path", "replace_known",
+__all__ = ["REFUSED", "SOUND", "STEPS", "VELOCITY_MODES", "check_inpaint_sampler",
+           "forward_jump", "inpaint", "inpaint_nfe", "is_sound", "repaint_path", "replace_known",
            "sample_inpaint", "state_mask"]
