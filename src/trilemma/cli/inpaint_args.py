@@ -47,7 +47,9 @@ def add_inpaint_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="noise seed, and the seed of a random mask (default 0)")
     p.add_argument("--opt", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="sampler option, e.g. --opt eta=1 (repeatable)")
+                   help="sampler option, e.g. --opt eta=1 (DDIM), --opt n_corrector=2 (PC), --opt "
+                   "velocity=keep (CLD: keep the sampler's velocities of known pixels); "
+                   "repeatable")
     p.add_argument("--out", required=True, metavar="FILE",
                    help=".png (grid: masked inputs, completions, originals) or .npz")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
