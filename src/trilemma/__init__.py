@@ -22,7 +22,9 @@ from . import train  # noqa: E402  (the subpackage, made callable below)
 from .api import load, resolve_config  # noqa: E402
 from .api import train as _train_run  # noqa: E402
 from .errors import ConfigError  # noqa: E402
+from .inpainting import inpaint  # noqa: E402
 from .likelihood import bits_per_dim, log_likelihood  # noqa: E402
+from .masks import make_mask  # noqa: E402
 from .methods import DDGAN, LSGM, ScoreModel  # noqa: E402
 from .oracle import MIXTURES, GaussianMixture, get_mixture, grid25  # noqa: E402
 from .processes import CLD, PROCESSES, VE, VP, SubVP, VPCosine, get_process  # noqa: E402
@@ -54,9 +56,11 @@ __all__ = [
     "get_mixture",
     "get_process",
     "grid25",
+    "inpaint",
     "load",
     "load_config",
     "log_likelihood",
+    "make_mask",
     "resolve_config",
     "sample",
     "samplers_for",

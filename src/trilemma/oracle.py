@@ -107,6 +107,34 @@ class GaussianMixture:
         comp = -0.5 * ((diff**2) / var + torch.log(2 * math.pi * var)).sum(-1)
         return torch.softmax(comp + torch.log(self.weights), dim=1)
 
+    def conditional(self, values: Tensor, known: Tensor) -> GaussianMixture:
+        """The exact ``p(x_unknown | x_known = values)`` (REFERENCE.md §9.3), the reference of
+        inpainting: covariances are diagonal, so each component keeps its unknown coordinates'
+        means and stds and is reweighted by ``w_k N(values; m_k, S_k)`` on the known ones.
+
+        ``values`` and ``known`` (bool) have shape ``(d,)``; ``values`` is read where known.
+        """
+        known = torch.as_tensor(known, dtype=torch.bool)
+        values = torch.as_tensor(values, dtype=_F64).reshape(-1)
+        if known.shape != (self.dim,) or values.shape != (self.dim,):
+            raise ValueError(f"values and known must have shape ({self.dim},), got "
+                             f"{tuple(values.shape)} and {tuple(known.shape)}")
+        if bool(known.all()) or not bool(known.any()):
+            raise ValueError("known must mark some, but not all, coordinates")
+        var = self.stds[:, known] ** 2
+        diff = values[known][None] - self.means[:, known]
+        loglik = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
+        logw = torch.log(self.weights) + loglik
+        weights = torch.softmax(logw, dim=0)
+        return GaussianMixture(self.means[:, ~known], weights, self.stds[:, ~known])
+
+    def cdf_1d(self, x: Tensor) -> Tensor:
+        """The exact CDF of a 1-D mixture at points ``x`` (for Wasserstein distances)."""
+        if self.dim != 1:
+            raise ValueError(f"cdf_1d needs a 1-D mixture, this one has d = {self.dim}")
+        z = (torch.as_tensor(x, dtype=_F64)[..., None] - self.means[:, 0]) / self.stds[:, 0]
+        return (0.5 * (1 + torch.erf(z / math.sqrt(2.0))) * self.weights).sum(-1)
+
     # ------------------------------------------------------------------ diffused marginals
     def _components(self, process: LinearProcess, t: Tensor) -> tuple[Tensor, Tensor]:
         """Per-component means ``(T, K, d, k)`` and covariances ``(T, K, d, k, k)`` at ``t``."""

@@ -5,8 +5,9 @@ Commands: ``train`` (a run folder from a YAML config; ``--resume``), ``sample`` 
 from a trained run), ``info`` (describe a run), ``evaluate`` (quality, diversity and speed of
 samplers on trained runs, with an HTML report), ``report`` (merge evaluations), ``bench`` (the
 oracle sampler benchmark), ``features train`` (the classifier behind FD-<dataset>), ``config
-show`` (a config resolved with its defaults) and ``export`` (TorchScript). Under
-``torchrun -m trilemma.cli train ...`` every rank trains (DDP); rank 0 writes.
+show`` (a config resolved with its defaults), ``export`` (TorchScript) and ``inpaint`` (fill
+in masked pixels). Under ``torchrun -m trilemma.cli train ...`` every rank trains (DDP); rank 0
+writes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .commands import (
     cmd_sample,
     cmd_train,
 )
+from .inpaint import cmd_inpaint
 from .parser import PROG, build_parser
 from .tools import cmd_config, cmd_export
 
@@ -40,7 +42,8 @@ __all__ = ["CLIError", "COMMANDS", "PROG", "build_parser", "main"]
 # --------------------------------------------------------------------------- main
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info,
             "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench,
-            "features": cmd_features, "config": cmd_config, "export": cmd_export}
+            "features": cmd_features, "config": cmd_config, "export": cmd_export,
+            "inpaint": cmd_inpaint}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from .. import __version__
 from ..metrics.features import DATASET_NAMES
 from ..samplers import SAMPLERS
 from .guidance import add_classifier_arguments
+from .inpaint_args import add_inpaint_parser
 from .tools import add_tool_parsers, finish_parser
 
 PROG = "trilemma"
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub)
     _add_bench_parser(sub)
     _add_features_parser(sub)
+    add_inpaint_parser(sub)
     add_tool_parsers(sub)
     finish_parser(parser, sub)
     return parser

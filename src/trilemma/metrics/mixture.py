@@ -430,3 +430,14 @@ def oracle_report(
                   "n_reference": ref.shape[0]}
     report.update(mode_metrics(mixture, x, min_count=min_count))
     return report
+
+
+def wasserstein1_1d(mixture: GaussianMixture, samples: Tensor, lo: float = -4.0,
+                    hi: float = 4.0, points: int = 8001) -> float:
+    """Wasserstein-1 distance between 1-D ``samples`` and an exact 1-D mixture: the integral of
+    ``|F_n - F|`` over ``[lo, hi]`` on ``points`` grid points (e.g. inpainting completions
+    against the exact conditional, REFERENCE.md §9.3)."""
+    xs = torch.linspace(lo, hi, points, dtype=torch.float64)
+    s = samples.detach().reshape(-1).to(torch.float64).cpu().sort().values
+    f_n = torch.searchsorted(s, xs, right=True).to(torch.float64) / len(s)
+    return float((f_n - mixture.cdf_1d(xs)).abs().sum() * (xs[1] - xs[0]))

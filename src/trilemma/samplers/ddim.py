@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScoreFn, randn_like
+from ..processes.base import LinearProcess, ScalarProcess, ScoreFn, randn_like
 from ._common import (
     call_score,
     check_positive,
@@ -28,6 +28,25 @@ from ._common import (
     steps,
 )
 from .base import SampleResult, check_finite
+
+
+def ddim_step(proc: ScalarProcess, u: Tensor, score: Tensor, t: float, s: float, eta: float,
+              generator: torch.Generator | None, add_noise: bool = True) -> Tensor:
+    """One DDIM step from ``t`` to ``s < t`` given the score at ``(u, t)`` (the module's formula;
+    ``add_noise=False`` drops the ``c z`` term, as the last step without denoising does)."""
+    ts = torch.tensor([t, s], dtype=torch.float64)
+    a_t, a_s = (float(a) for a in proc.alpha(ts))
+    sg_t, sg_s = (float(v) for v in proc.sigma(ts))
+    x0_hat = proc.score_to_x0(u, t, score)
+    eps_hat = proc.score_to_prediction("eps", score, u, t)
+    c = 0.0
+    if eta > 0:
+        cond_var = max(sg_t**2 - (a_t / a_s) ** 2 * sg_s**2, 0.0)
+        c = min(eta * sg_s / sg_t * math.sqrt(cond_var), sg_s)
+    out = a_s * x0_hat + math.sqrt(max(sg_s**2 - c**2, 0.0)) * eps_hat
+    if add_noise and c > 0:
+        out = out + c * randn_like(u, generator)
+    return out
 
 
 def sample_ddim(
@@ -50,26 +69,13 @@ def sample_ddim(
     proc = require_scalar(process, "DDIM")
     eta = check_positive("eta", eta, allow_zero=True)
     score, grid = prepare(score_fn, process, u_T, grid)
-    alpha = proc.alpha(grid)
-    sigma = proc.sigma(grid)
     u = u_T
     traj = [u] if trajectory else None
     n = grid.numel() - 1
     for i in steps(n, progress, "DDIM"):
         t, s = float(grid[i]), float(grid[i + 1])
-        a_t, a_s = float(alpha[i]), float(alpha[i + 1])
-        sg_t, sg_s = float(sigma[i]), float(sigma[i + 1])
         sc = call_score(score, u, t, i)
-        x0_hat = proc.score_to_x0(u, t, sc)
-        eps_hat = proc.score_to_prediction("eps", sc, u, t)
-        add_noise = eta > 0 and (denoise or i < n - 1)
-        c = 0.0
-        if eta > 0:
-            cond_var = max(sg_t**2 - (a_t / a_s) ** 2 * sg_s**2, 0.0)
-            c = min(eta * sg_s / sg_t * math.sqrt(cond_var), sg_s)
-        u = a_s * x0_hat + math.sqrt(max(sg_s**2 - c**2, 0.0)) * eps_hat
-        if add_noise and c > 0:
-            u = u + c * randn_like(u, generator)
+        u = ddim_step(proc, u, sc, t, s, eta, generator, add_noise=denoise or i < n - 1)
         check_finite(u, i, s)
         if traj is not None:
             traj.append(u)

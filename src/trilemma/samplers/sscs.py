@@ -15,13 +15,15 @@ overshoots where the modes separate (two-mode 1-D oracle, 10 NFE: W1 0.39 agains
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from ..processes.base import LinearProcess, ScoreFn, as_time, chol_factor, randn_like
+from ..processes.base import LinearProcess, ScoreFn, chol_factor, randn_like
 from ..processes.cld import CLD
 from ._common import call_score, finish, prepare, steps
-from .base import SampleResult, check_finite
+from .base import CountingScore, SampleResult, check_finite
 
 
 def require_cld(process: LinearProcess, sampler: str) -> CLD:
@@ -43,6 +45,29 @@ def _a_step(
     return process.apply(mean_map.to(u.device), u) + noise
 
 
+def sscs_step(cld: CLD, score: CountingScore, u: Tensor, t_hi: float, t_lo: float,
+              generator: torch.Generator | None, step: int = 0,
+              reuse_start_time: bool = False,
+              condition: Callable[[Tensor, float], Tensor] | None = None) -> Tensor:
+    """One SSCS step ``A(half) S(full) A(half)`` from ``t_hi`` down to ``t_lo`` (1 NFE).
+
+    ``condition(u, t_mid)``, when given, edits the state between the first A half-step and the
+    score call (inpainting replaces the known coordinates there, so the score sees them drawn
+    from the forward marginal).
+    """
+    t_mid = 0.5 * (t_hi + t_lo)
+    b_hi, b_mid, b_lo = cld.integral_beta(torch.tensor([t_hi, t_mid, t_lo], dtype=torch.float64))
+    b_first = b_hi - b_mid  # int beta over [t_mid, t_hi]
+    b_second = b_first if reuse_start_time else b_mid - b_lo  # over [t_lo, t_mid]
+    u = _a_step(cld, u, b_first, generator)
+    if condition is not None:
+        u = condition(u, t_mid)
+    x, v = cld.split(u)
+    s = call_score(score, u, t_hi, step)  # step-start time: see the module docstring
+    v = v + (2.0 * cld.Gamma * float(b_hi - b_lo)) * (s + cld.m_inv * v)
+    return _a_step(cld, cld.join([x, v]), b_second, generator)
+
+
 def _sscs(
     score_fn: ScoreFn,
     process: LinearProcess,
@@ -58,23 +83,12 @@ def _sscs(
     """SSCS loop; ``reuse_start_time`` reproduces the official code's second-half bug (tests)."""
     cld = require_cld(process, "SSCS")
     score, grid = prepare(score_fn, cld, u_T, grid)
-    big_b = cld.integral_beta(as_time(grid))  # B(t_i), float64, decreasing
     u = u_T
     traj = [u] if trajectory else None
     n = grid.numel() - 1
     for i in steps(n, progress, "SSCS"):
         t_hi, t_lo = float(grid[i]), float(grid[i + 1])
-        t_mid = 0.5 * (t_hi + t_lo)
-        b_mid = cld.integral_beta(as_time(t_mid))
-        b_first = big_b[i] - b_mid  # int beta over [t_mid, t_i]
-        b_second = b_first if reuse_start_time else b_mid - big_b[i + 1]  # over [t_lo, t_mid]
-        b_full = big_b[i] - big_b[i + 1]
-        u = _a_step(cld, u, b_first, generator)
-        x, v = cld.split(u)
-        s = call_score(score, u, t_hi, i)  # step-start time: see the module docstring
-        v = v + (2.0 * cld.Gamma * float(b_full)) * (s + cld.m_inv * v)
-        u = cld.join([x, v])
-        u = _a_step(cld, u, b_second, generator)
+        u = sscs_step(cld, score, u, t_hi, t_lo, generator, i, reuse_start_time)
         check_finite(u, i, t_lo)
         if traj is not None:
             traj.append(u)
