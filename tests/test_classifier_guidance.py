@@ -153,6 +153,23 @@ def test_score_model_samples_with_a_classifier(process):
     assert guided.info["classifier_calls"] == 10 and zero.info["classifier_calls"] == 0
 
 
+def test_a_class_conditional_model_is_conditioned_on_the_classifier_labels_too():
+    """With a class-conditional score model the labels condition the model as well as the
+    classifier, and classifier-free guidance combines with classifier guidance (NFE counts
+    both network calls of each guided score evaluation)."""
+    torch.manual_seed(0)
+    model = ScoreModel(VP(), MLP(2, 2, hidden=16, depth=1, zero_init=False, num_classes=4),
+                       (2,)).eval()
+    clf, labels = _classifier(), torch.arange(8) % 4
+    cond = _draw(model, labels=labels)
+    zero = _draw(model, classifier=clf, classifier_scale=0.0, labels=labels)
+    assert torch.equal(zero.samples, cond.samples)  # the model saw the labels
+    both = _draw(model, classifier=clf, classifier_scale=2.0, labels=labels, guidance=1.0)
+    cfg = _draw(model, labels=labels, guidance=1.0)
+    assert both.nfe == cfg.nfe == 20 and both.info["classifier_calls"] == 10
+    assert not torch.allclose(both.samples, cfg.samples)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(labels=torch.zeros(8, dtype=torch.long), classifier_scale=-1.0), "classifier_scale"),
     (dict(), "labels: classifier guidance needs"),
