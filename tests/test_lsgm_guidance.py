@@ -4,6 +4,8 @@ the prior, and sampled with the guided mixed score ``(1 + w) s_c - w s_null`` (N
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -184,7 +186,7 @@ def test_config_accepts_labels_for_lsgm_and_checks_label_dropout():
         Config.from_dict(ddgan, check_paths=False)
 
 
-def test_cli_samples_an_lsgm_run_with_label_and_guidance(tmp_path, capsys):
+def test_cli_samples_and_evaluates_an_lsgm_run_with_guidance(tmp_path, capsys):
     run = tmp_path / "run"
     trilemma.train(COND, out=run, progress=False)
     capsys.readouterr()
@@ -199,3 +201,10 @@ def test_cli_samples_an_lsgm_run_with_label_and_guidance(tmp_path, capsys):
     assert isinstance(model, LSGM) and model.num_classes == 4
     code = main(["sample", str(run), "--label", "4", "--out", str(tmp_path / "b.npz")])
     assert code != 0 and "--label/--labels: classes run from 0 to 3" in capsys.readouterr().err
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(run), "--samplers", "euler:4", "--guidance", "0/2", "--n", "40",
+                 "--batch", "20", "--bootstrap", "20", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())["runs"][0]["rows"]
+    assert [(r["guidance"], r["nfe"]) for r in rows] == [(0.0, 4), (2.0, 8)]
+    assert all(0 <= r["metrics"]["class_share"] <= 1 for r in rows)
