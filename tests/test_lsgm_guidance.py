@@ -153,6 +153,7 @@ def test_misuse_is_a_clear_error():
 @pytest.mark.parametrize("model_cfg", [
     {},  # VP, likelihood weighting: encoder and prior share one t-sample
     {"weighting": "un", "shared_t": False},  # separate t-samples: frozen-prior CE + prior loss
+    {"stage": "prior", "weighting": "un", "shared_t": False},  # VAE frozen, the prior alone
 ])
 def test_conditional_lsgm_trains_from_a_config_with_label_dropout(tmp_path, monkeypatch,
                                                                   model_cfg):
@@ -168,7 +169,7 @@ def test_conditional_lsgm_trains_from_a_config_with_label_dropout(tmp_path, monk
     model = trilemma.train(cfg, out=tmp_path / "run", progress=False)
     assert isinstance(model, LSGM) and model.num_classes == 4 and model.label_dropout == 0.5
     train_calls = [lab for lab in seen if lab is not None and lab.shape == (32,)]
-    assert len(train_calls) == 3 * (1 if not model_cfg else 2)
+    assert len(train_calls) == 3 * (2 if model_cfg.get("shared_t") is False else 1)
     drawn = torch.cat(train_calls)
     assert 0.3 < float((drawn == 4).double().mean()) < 0.7  # the null class, p = 0.5
     assert set(drawn.tolist()) == {0, 1, 2, 3, 4}
