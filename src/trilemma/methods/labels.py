@@ -8,9 +8,12 @@ model given labels, a label out of range, a wrong shape or guidance without labe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from ..processes.base import ScoreFn
 
 
 def balanced_labels(n: int, num_classes: int, interleave: bool = False) -> Tensor:
@@ -73,3 +76,30 @@ def check_conditioning(labels: Tensor | None, guidance: float, n: int,
                          f"{tuple(labels.shape)}")
     check_range(labels, num_classes)
     return labels.to(torch.long)
+
+
+def drop_labels(labels: Tensor, num_classes: int, p: float,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Training labels with label dropout: each replaced by the null class ``num_classes`` with
+    probability ``p``, so one network learns both ``s(u | c)`` and ``s(u)`` (classifier-free
+    guidance)."""
+    labels = labels.to(torch.long)
+    if p <= 0:
+        return labels
+    gen_dev = generator.device if generator is not None else "cpu"
+    drop = torch.rand(labels.shape, generator=generator, device=gen_dev) < p
+    return torch.where(drop.to(labels.device), num_classes, labels)
+
+
+def conditional_score(score: Callable[..., Tensor], labels: Tensor | None, guidance: float,
+                      num_classes: int | None, who: str = "this model") -> ScoreFn:
+    """A no-grad score function ``(u, t) -> score(u, t, labels, guidance)`` for the samplers,
+    the labels checked first (:func:`check_conditioning`; one per sample of the states)."""
+    n = len(labels) if labels is not None else 0
+    labels = check_conditioning(labels, guidance, n, num_classes, who=who)
+
+    def fn(u: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            return score(u, t, None if labels is None else labels.to(u.device), guidance)
+
+    return fn

@@ -17,6 +17,9 @@ math lives in :mod:`trilemma.objectives.lsgm`; this module wires the parts toget
 - **Weightings**: the encoder always gets the likelihood weighting ``ll`` (the bound); the prior
   gets ``ll``, ``un`` or ``re``, on its own t-samples (default) or on the encoder's samples
   reweighted by ``w_prior / r_ll`` (``shared_t=True``: one network pass).
+- **Classes**: a class-conditional prior net (``data.labels: true``) makes the *prior*
+  class-conditional (label dropout trains its null class); the VAE stays unconditional, and
+  ``sample(labels=, guidance=)`` guides the latent's mixed score, then decodes.
 
 :meth:`LSGM.loss` returns per-sample NELBO values (nats, coefficient 1, what ``log.csv``
 shows) whose *gradient* is the training objective's (annealed coefficient on entropy + cross
@@ -48,12 +51,12 @@ from ..objectives.lsgm import (
     weight,
 )
 from ..processes.base import LinearProcess, ScoreFn
-from ..runs import locate_run
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
-from ..train.checkpoint import load_weights
 from .base import Method, auto_divergence
+from .labels import check_conditioning, conditional_score, drop_labels
 from .lsgm_prior import PREDICTION_ALIASES, PREDICTIONS, LatentPrior, scale_grad  # noqa: F401
+from .lsgm_weights import load_lsgm_weights
 from .parts_log import PartsLog
 
 STAGES = ("vae", "joint", "prior")
@@ -85,6 +88,9 @@ class LSGM(Method):
             ``vae`` stage, ``0.7`` for ``joint``); it rises linearly to 1.
         kl_anneal_steps: training ``loss`` calls (micro-batches) to reach 1; 0 = no annealing.
         decode: ``sample`` (draw from the decoder) or ``mean`` (its mean) when sampling.
+        label_dropout: with a class-conditional prior net (``net.num_classes``) and labelled
+            batches, the probability of training the prior on a sample as unconditional (the
+            null class), so one prior serves classifier-free guidance; the VAE ignores labels.
     """
 
     name = "lsgm"
@@ -104,6 +110,7 @@ class LSGM(Method):
         kl_start: float | None = None,
         kl_anneal_steps: int = 0,
         decode: str = "sample",
+        label_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         check_latent_process(process)
@@ -113,6 +120,8 @@ class LSGM(Method):
                                    ("decode", decode, DECODE_MODES)):
             if val not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {val!r}")
+        if not (isinstance(label_dropout, (int, float)) and 0.0 <= label_dropout < 1.0):
+            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout!r}")
         if not isinstance(shared_t, bool):
             raise ValueError(f"shared_t must be a boolean, got {shared_t!r}")
         if kl_start is not None and not (isinstance(kl_start, (int, float))
@@ -139,7 +148,9 @@ class LSGM(Method):
                          else {"vae": 1e-4, "joint": 0.7, "prior": 1.0}[stage])
         self.kl_anneal_steps = int(kl_anneal_steps)
         self.decode_mode = decode
-        self.num_classes = None
+        # the classes sampling takes: none in the vae stage (its prior is N(0, I))
+        self.num_classes: int | None = None if stage == "vae" else self.prior.num_classes
+        self.label_dropout = float(label_dropout)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self.times_ll = LatentTimes(process, "ll", t_sampling)
         self.times_prior = LatentTimes(process, weighting, t_sampling)
@@ -175,11 +186,18 @@ class LSGM(Method):
             self._parts_log.record(int(self.calls), parts)
 
     # ------------------------------------------------------------------ the objective
-    def _frozen_prior(self, u: Tensor, t: Tensor) -> Tensor:
+    def _frozen_prior(self, u: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
         """The prior's score with its parameters detached (gradients reach ``u`` only)."""
         state = {k: v.detach() for k, v in self.prior.named_parameters()}
         state.update(dict(self.prior.named_buffers()))
-        return torch.func.functional_call(self.prior, state, (u, t))
+        return torch.func.functional_call(self.prior, state, (u, t, labels))
+
+    def _labels(self, batch: Tensor | tuple | list,
+                generator: torch.Generator | None) -> Tensor | None:
+        """The prior's training labels with label dropout (None when unconditional)."""
+        if self.num_classes is None or not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            return None
+        return drop_labels(batch[1], self.num_classes, self.label_dropout, generator)
 
     def _x(self, batch: Tensor | tuple | list) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -195,7 +213,8 @@ class LSGM(Method):
         if self.training:
             self.calls += 1
         coef = self.kl_coef()
-        parts = self.loss_parts(x, generator, coef)
+        labels = self._labels(batch, generator)
+        parts = self.loss_parts(x, generator, coef, labels)
         obj, nelbo = parts.pop("objective"), parts["nelbo"]
         with torch.no_grad():
             a = self.prior.mixing()
@@ -208,9 +227,10 @@ class LSGM(Method):
         return nelbo.detach() + (obj - obj.detach())
 
     def loss_parts(self, x: Tensor, generator: torch.Generator | None = None,
-                   coef: float = 1.0) -> dict[str, Tensor]:
+                   coef: float = 1.0, labels: Tensor | None = None) -> dict[str, Tensor]:
         """All per-sample pieces: ``recon``, ``neg_entropy``, ``ce``, ``kl``, ``nelbo``,
-        ``prior_loss`` and ``objective`` (the differentiable training objective)."""
+        ``prior_loss`` and ``objective`` (the differentiable training objective); ``labels``
+        (null class where dropped) condition the prior only."""
         stage = self.stage
         frozen_vae = stage == "prior"
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_vae):
@@ -243,7 +263,7 @@ class LSGM(Method):
             tt = t.to(x.dtype)
             u, noise = p.perturb(z_enc, tt, generator)
             u_in = u if frozen_vae else scale_grad(u, scale.to(u.device))
-            res = eps_residual(p, self.prior(u_in, tt), noise, t)
+            res = eps_residual(p, self.prior(u_in, tt, labels), noise, t)
             ce_dsm = ratio_ll.to(x.dtype) * res.detach()
             prior_loss = ratio_p.to(x.dtype) * res
             ce = ce_dsm + const
@@ -255,30 +275,32 @@ class LSGM(Method):
             u1, n1 = p.perturb(z_enc, t1.to(x.dtype), generator)
             if frozen_vae:
                 with torch.no_grad():
-                    s1 = self.prior(u1, t1.to(x.dtype))
+                    s1 = self.prior(u1, t1.to(x.dtype), labels)
             else:
-                s1 = self._frozen_prior(u1, t1.to(x.dtype))
+                s1 = self._frozen_prior(u1, t1.to(x.dtype), labels)
             ce = r1.to(x.dtype) * eps_residual(p, s1, n1, t1) + const
             t2, r2 = self.times_prior.sample(n, generator, device=x.device)
             u2, n2 = p.perturb(z0.detach(), t2.to(x.dtype), generator)
-            prior_loss = r2.to(x.dtype) * eps_residual(p, self.prior(u2, t2.to(x.dtype)), n2, t2)
+            s2 = self.prior(u2, t2.to(x.dtype), labels)
+            prior_loss = r2.to(x.dtype) * eps_residual(p, s2, n2, t2)
             obj = recon + coef * (neg_ent + ce) + prior_loss
         return {"recon": recon, "neg_entropy": neg_ent, "ce": ce, "kl": neg_ent + ce,
                 "nelbo": recon + neg_ent + ce, "prior_loss": prior_loss, "objective": obj}
 
     # ------------------------------------------------------------------ sampling
-    def forward(self, u: Tensor, t: Tensor) -> Tensor:
+    def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The latent prior's noise-block score."""
-        return self.prior(u, t)
+        return self.prior(u, t, labels)
 
-    def score_fn(self) -> ScoreFn:
-        """A no-grad latent score function for the samplers."""
+    def score_fn(self, labels: Tensor | None = None, guidance: float = 0.0) -> ScoreFn:
+        """A no-grad latent score function for the samplers; with ``labels`` class-conditional,
+        ``guidance = w > 0`` classifier-free guidance ``(1 + w) s(u | c) - w s(u)`` of the
+        mixed score (2 network evaluations per score evaluation)."""
+        return conditional_score(self.prior, labels, guidance, self.num_classes, "this LSGM")
 
-        def fn(u: Tensor, t: Tensor) -> Tensor:
-            with torch.no_grad():
-                return self.prior(u, t)
-
-        return fn
+    def net_calls(self, labels: Tensor | None = None, guidance: float = 0.0) -> int:
+        """Network evaluations per score evaluation: 2 with guidance (class and null), else 1."""
+        return 2 if labels is not None and guidance else 1
 
     def state_shape(self, n: int) -> tuple[int, ...]:
         """Shape of ``n`` latents (the sampler lifts it to a state)."""
@@ -298,15 +320,19 @@ class LSGM(Method):
     ) -> SampleResult:
         """``n`` samples in data space: latents by a sampler of the latent SDE, then decoded.
 
-        ``nfe`` counts the prior's score calls (the decoder runs once more per sample). In the
-        ``vae`` stage the prior is ``N(0, I)``: latents are drawn directly (NFE 0). The
-        latents are in ``result.info['latents']``.
+        ``nfe`` budgets the prior's score calls (the decoder runs once more per sample); the
+        result's ``nfe`` counts network evaluations (twice the score evaluations with ``labels``
+        and ``guidance = w > 0``: classifier-free guidance of a class-conditional prior;
+        ``info['score_evals']`` keeps the sampler's count). In the ``vae`` stage the prior is
+        ``N(0, I)``: latents are drawn directly (NFE 0; labels refused). The latents are in
+        ``result.info['latents']``.
         """
-        if labels is not None or guidance:
-            raise ValueError("labels/guidance: LSGM's latent prior is unconditional (class-"
-                             "conditional training is for the score method); omit them")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if labels is not None and self.stage == "vae":
+            raise ValueError("labels: an LSGM in the vae stage samples its N(0, I) prior, which "
+                             "has no classes; sample a joint or prior stage run")
+        labels = check_conditioning(labels, guidance, n, self.num_classes, who="this LSGM")
         mode = decode or self.decode_mode
         if mode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {list(DECODE_MODES)}, got {mode!r}")
@@ -320,16 +346,18 @@ class LSGM(Method):
                                 dtype=param.dtype).to(param.device)
                 res = SampleResult(samples=z, state=z, nfe=0, info={"prior": "normal"})
             else:
-                res = run_sampler(sampler, self.score_fn(), self.process, self.state_shape(n),
-                                  nfe, generator=generator, device=param.device,
-                                  dtype=param.dtype, **opts)
+                res = run_sampler(sampler, self.score_fn(labels, guidance), self.process,
+                                  self.state_shape(n), nfe, generator=generator,
+                                  device=param.device, dtype=param.dtype, **opts)
             z = res.samples
             x = self.vae.decode(z, sample=mode == "sample", generator=generator)
         finally:
             self.train(was_training)
-        info = {**res.info, "latents": z, "decode": mode}
-        return SampleResult(samples=x, state=res.state, nfe=res.nfe, trajectory=res.trajectory,
-                            times=res.times, info=info)
+        calls = self.net_calls(labels, guidance)
+        info = {**res.info, "latents": z, "decode": mode, "score_evals": res.nfe,
+                "net_calls_per_eval": calls}
+        return SampleResult(samples=x, state=res.state, nfe=res.nfe * calls,
+                            trajectory=res.trajectory, times=res.times, info=info)
 
     # ------------------------------------------------------------------ likelihood
     def nll(self, x: Tensor, *, generator: torch.Generator | None = None, n_latents: int = 1,
@@ -397,38 +425,10 @@ class LSGM(Method):
 
     # ------------------------------------------------------------------ stage-wise weights
     def load_pretrained(self, path: str | os.PathLike, prior: bool | None = None) -> list[str]:
-        """Load a previous LSGM run's (EMA) weights: the VAE always, the prior when
-        ``prior`` is True (default: when the source run trained it, i.e. its stage was not
-        ``vae``, and its shapes match). Returns the loaded keys; the step counter is not
-        loaded. Used for ``model.init_from`` (stage 1 -> stage 2)."""
-        saved = locate_run(path)
-        tensors, _ = load_weights(saved.weights)
-        src_model = (saved.config or {}).get("model", {})
-        if src_model.get("method") != "lsgm":
-            raise ValueError(f"init_from {os.fspath(path)!r} is not an LSGM run "
-                             "(its config has no model.method: lsgm)")
-        if prior is None:
-            prior = src_model.get("stage", "joint") != "vae"
-        own = self.state_dict()
-        vae_keys = [k for k in own if k.startswith("vae.")]
-        missing = [k for k in vae_keys if k not in tensors]
-        bad = [k for k in vae_keys if k in tensors and tensors[k].shape != own[k].shape]
-        if missing or bad:
-            raise ValueError(f"init_from {os.fspath(path)!r}: its VAE does not fit this one "
-                             f"(missing {missing[:4]}, shape mismatch {bad[:4]}); use the same "
-                             "model.vae settings and data")
-        keys = list(vae_keys)
-        if prior:
-            pk = [k for k in own if k.startswith("prior.")]
-            if all(k in tensors and tensors[k].shape == own[k].shape for k in pk):
-                keys += pk
-            elif prior is True and src_model.get("stage") != "vae":
-                raise ValueError(f"init_from {os.fspath(path)!r}: its prior does not fit this "
-                                 "one (same model.net, process and prediction needed)")
-        with torch.no_grad():
-            for k in keys:
-                own[k].copy_(tensors[k].to(own[k].device, own[k].dtype))
-        return keys
+        """Load a previous LSGM run's (EMA) weights: the VAE always, the prior when it fits
+        (:func:`~trilemma.methods.lsgm_weights.load_lsgm_weights`). Used for
+        ``model.init_from`` (stage 1 -> stage 2)."""
+        return load_lsgm_weights(self, path, prior)
 
     def prepare_training(self, *, run_dir: str | os.PathLike, config: Mapping[str, Any],
                          is_main: bool = True, resume: bool = False) -> None:

@@ -44,7 +44,8 @@ class LatentPrior(nn.Module):
 
     Args:
         process: the latent SDE (VP family or CLD).
-        net: ``net(u, t) -> latent-shaped`` (for CLD it sees ``(z, v)``: ``2 C`` channels).
+        net: ``net(u, t[, labels]) -> latent-shaped`` (for CLD it sees ``(z, v)``: ``2 C``
+            channels); with ``net.num_classes`` the prior is class-conditional.
         latent_shape: shape of one latent ``(D,)`` or ``(C, H, W)``.
         prediction: ``normal_mix`` (Normal + network, mixing weight per channel; ``mixed`` is
             its old name and still accepted) or ``plain`` (the network's score alone).
@@ -80,6 +81,8 @@ class LatentPrior(nn.Module):
             raise ValueError(f"mixing_lr_scale must be a positive number, got {mixing_lr_scale!r}")
         self.process = process
         self.net = net
+        #: classes of a class-conditional net (a learned null class ``num_classes`` besides)
+        self.num_classes: int | None = getattr(net, "num_classes", None)
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.prediction = prediction
         # what the network predicts: eps for the VP family, CLD's mixed score for CLD
@@ -101,16 +104,35 @@ class LatentPrior(nn.Module):
         a = self.mixing().to(like.dtype)
         return a.reshape((1, -1) + (1,) * (like.dim() - 2))
 
-    def net_score(self, u: Tensor, t: Tensor) -> Tensor:
+    def net_output(self, u: Tensor, t: Tensor, labels: Tensor | None = None,
+                   guidance: float = 0.0) -> Tensor:
+        """The network's output; ``labels`` condition a class-conditional net (None: its null
+        class), and ``guidance = w > 0`` gives ``(1 + w) F(c) - w F(null)`` from one batched
+        call on the class and the null class. The score is affine in ``F`` (and the Normal
+        part does not depend on it), so this is the guided score with the analytic parts once."""
+        if labels is None:
+            return self.net(u, t)
+        if not guidance:
+            return self.net(u, t, labels)
+        null = torch.full_like(labels, int(self.num_classes))
+        both = self.net(torch.cat([u, u]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return cond + guidance * (cond - uncond)
+
+    def net_score(self, u: Tensor, t: Tensor, labels: Tensor | None = None,
+                  guidance: float = 0.0) -> Tensor:
         """The network's score ``s_net`` by the process's conversion: ``-eps'/sigma`` (VP),
         ``-v/Sigma_vv - l eps'`` (CLD); the network sees ``u`` unscaled."""
-        return self.process.prediction_to_score(self.net_prediction, self.net(u, t), u, t)
+        out = self.net_output(u, t, labels, guidance)
+        return self.process.prediction_to_score(self.net_prediction, out, u, t)
 
-    def forward(self, u: Tensor, t: Tensor) -> Tensor:
-        """Noise-block score at states ``u``, times ``t`` (shape ``(B,)``)."""
+    def forward(self, u: Tensor, t: Tensor, labels: Tensor | None = None,
+                guidance: float = 0.0) -> Tensor:
+        """Noise-block score at states ``u``, times ``t`` (shape ``(B,)``); ``labels``/
+        ``guidance`` as in :meth:`net_output` (class-conditional nets only)."""
         if not isinstance(t, Tensor) or t.dim() == 0:
             t = torch.full((u.shape[0],), float(t), device=u.device, dtype=u.dtype)
-        s_net = self.net_score(u, t)
+        s_net = self.net_score(u, t, labels, guidance)
         if self.mixing_logit is None:
             return s_net
         a = self._mixing_view(s_net)

@@ -22,7 +22,7 @@ from ..processes.cld import CLD
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from .base import Method, auto_divergence
-from .labels import check_conditioning
+from .labels import check_conditioning, conditional_score, drop_labels
 from .noise_classifier import NoiseClassifier, guide_with_classifier
 
 OBJECTIVES = {"dsm": DSM_WEIGHTINGS, "hsm": HSM_WEIGHTINGS, "cld_dsm": HSM_WEIGHTINGS}
@@ -105,14 +105,7 @@ class ScoreModel(Method):
         """Training labels of a batch with label dropout applied (None when unconditional)."""
         if self.num_classes is None or not isinstance(batch, (tuple, list)) or len(batch) < 2:
             return None
-        labels = batch[1].to(torch.long)
-        if self.label_dropout > 0:
-            gen_dev = generator.device if generator is not None else "cpu"
-            drop = (
-                torch.rand(labels.shape, generator=generator, device=gen_dev) < self.label_dropout
-            )
-            labels = torch.where(drop.to(labels.device), self.num_classes, labels)
-        return labels
+        return drop_labels(batch[1], self.num_classes, self.label_dropout, generator)
 
     def loss(self, batch: Tensor | tuple, generator: torch.Generator | None = None) -> Tensor:
         """Per-sample training loss of a data batch (a tensor, or ``(x, labels)``)."""
@@ -142,17 +135,7 @@ class ScoreModel(Method):
         and the null class: 2 network evaluations per score evaluation). ``labels`` must have
         one entry per sample of the states the function is called on.
         """
-        if labels is not None:
-            labels = check_conditioning(labels, guidance, len(labels), self.num_classes)
-        else:
-            check_conditioning(None, guidance, 0, self.num_classes)
-
-        def fn(u: Tensor, t: Tensor) -> Tensor:
-            with torch.no_grad():
-                lab = None if labels is None else labels.to(u.device)
-                return self.model(u, t, lab, guidance)
-
-        return fn
+        return conditional_score(self.model, labels, guidance, self.num_classes)
 
     def net_calls(self, labels: Tensor | None = None, guidance: float = 0.0) -> int:
         """Network evaluations per score evaluation: 2 with guidance (class and null), else 1."""

@@ -175,6 +175,10 @@ def _check_labels(name: str, raw: Mapping[str, Any], out: dict[str, Any],
                         "data.labels (it trains unconditional)")
 
 
+#: methods whose network (LSGM: the latent prior's) takes class labels from ``data.labels``
+CONDITIONAL_METHODS = ("score", "lsgm")
+
+
 def resolve_classes(model: dict[str, Any], data: Mapping[str, Any], method: str | None,
                     problems: list[str], reads_labels: bool = False) -> None:
     """Class-conditional training: with ``data.labels: true`` the score network's
@@ -192,9 +196,10 @@ def resolve_classes(model: dict[str, Any], data: Mapping[str, Any], method: str 
                             "of the data; set data.labels: true (num_classes then comes from "
                             "the data) or remove num_classes")
         return
-    if (method or "score") != "score":
-        problems.append(f"data.labels: class-conditional training is implemented for the score "
-                        f"method; {method!r} is unconditional here, remove data.labels")
+    if (method or "score") not in CONDITIONAL_METHODS:
+        problems.append(f"data.labels: class-conditional training is implemented for the "
+                        f"methods {', '.join(CONDITIONAL_METHODS)}; {method!r} is unconditional "
+                        "here, remove data.labels")
         return
     classes = dataset_classes(dict(data))
     if net is None or classes is None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 LATENT_PROCESSES = ("vp", "vp_cosine", "geometric_vp", "cld")
 _VAE_DERIVED = {name: ("data_shape",) for name in VAES}
 _ARGS = ("stage", "prediction", "weighting", "t_sampling", "shared_t", "logit_init",
-         "mixing_lr_scale", "kl_start", "kl_anneal_steps", "decode")
+         "mixing_lr_scale", "kl_start", "kl_anneal_steps", "decode", "label_dropout")
 
 
 def _fields() -> dict[str, Field]:
@@ -32,7 +32,8 @@ def _fields() -> dict[str, Field]:
               "decode": one_of(*DECODE_MODES),
               "mixing_lr_scale": lambda v: None if v > 0 else "a positive number",
               "kl_start": lambda v: None if v is None or 0 <= v <= 1 else "a number in [0, 1]",
-              "kl_anneal_steps": lambda v: None if v >= 0 else "an integer >= 0"}
+              "kl_anneal_steps": lambda v: None if v >= 0 else "an integer >= 0",
+              "label_dropout": lambda v: None if 0 <= v < 1 else "a number in [0, 1)"}
     for key, check in checks.items():
         fields[key].check = check
     fields["method"] = Field("method", str, "lsgm")
