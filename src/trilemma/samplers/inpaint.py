@@ -42,7 +42,7 @@ from .base import CountingScore, SampleResult, check_finite
 from .ddim import ddim_step
 from .euler_maruyama import em_step
 from .grids import get_grid
-from .ode import _fixed_step, _pf_drift
+from .ode import fixed_step, pf_drift
 from .pc import (
     PREDICTORS,
     STEP_NORMS,
@@ -114,9 +114,9 @@ def _pc(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: fl
 def _ode(score: CountingScore, process: LinearProcess, u: Tensor, t: float, s: float,
          generator: Any, add_noise: bool, i: int, opts: dict, replace: Replace) -> Tensor:
     def f(x: Tensor, tau: float) -> Tensor:
-        return _pf_drift(score, process, x, tau, i)
+        return pf_drift(score, process, x, tau, i)
 
-    return _fixed_step(opts["method"], f, u, t, s)
+    return fixed_step(opts["method"], f, u, t, s)
 
 
 STEPS: dict[str, Step] = {"em": _em, "pc": _pc, "ddim": _ddim, "sscs": _sscs,

@@ -23,13 +23,15 @@ class ODEBudgetExceeded(RuntimeError):
     """The adaptive solver needed more score calls than ``max_nfe`` allowed."""
 
 
-def _pf_drift(score: CountingScore, process: LinearProcess, u: Tensor, t: float,
-              step: int, what: str = "sampler step") -> Tensor:
+def pf_drift(score: CountingScore, process: LinearProcess, u: Tensor, t: float,
+             step: int, what: str = "sampler step") -> Tensor:
+    """The probability-flow ODE's drift at ``(u, t)``: one counted score call (also the
+    inpainting sampler's step, :mod:`trilemma.samplers.inpaint`)."""
     sc = call_score(score, u, t, step, what)
     return process.reverse_drift(u, t, sc, probability_flow=True)
 
 
-def _fixed_step(method: str, f, u: Tensor, t: float, s: float) -> Tensor:  # noqa: ANN001
+def fixed_step(method: str, f, u: Tensor, t: float, s: float) -> Tensor:  # noqa: ANN001
     """One explicit step of ``du/dt = f(u, t)`` from ``t`` to ``s`` (``h = s - t < 0``)."""
     h = s - t
     k1 = f(u, t)
@@ -80,9 +82,9 @@ def sample_ode(
         t, s = float(grid[i]), float(grid[i + 1])
 
         def f(x: Tensor, tau: float, _i: int = i) -> Tensor:
-            return _pf_drift(score, process, x, tau, _i)
+            return pf_drift(score, process, x, tau, _i)
 
-        u = _fixed_step(method, f, u, t, s)
+        u = fixed_step(method, f, u, t, s)
         check_finite(u, i, s)
         if traj is not None:
             traj.append(u)
@@ -111,7 +113,7 @@ def _dopri5(score: CountingScore, process: LinearProcess, u_T: Tensor, grid: Ten
                 "loosen the tolerances"
             )
         bar.update(1)
-        return _pf_drift(score, process, u, float(t), score.nfe, "dopri5 evaluation")
+        return pf_drift(score, process, u, float(t), score.nfe, "dopri5 evaluation")
 
     try:
         # step_t makes the solver land on eps instead of stepping past it (the score is
