@@ -38,15 +38,6 @@ def check_sigma_data(sigma_data: float | None) -> float:
     return float(sigma_data)
 
 
-def edm_scalings(sigma: Tensor | float, sigma_data: float) -> dict[str, Tensor]:
-    """``c_skip``, ``c_out``, ``c_in`` and ``c_noise`` at VE-equivalent noise levels ``sigma``."""
-    sd = check_sigma_data(sigma_data)
-    sigma = as_time(sigma)
-    norm = torch.sqrt(sigma**2 + sd**2)
-    return {"c_skip": sd**2 / norm**2, "c_out": sigma * sd / norm, "c_in": 1.0 / norm,
-            "c_noise": 0.25 * torch.log(sigma)}
-
-
 def edm_score_coefs(alpha: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor]:
     """``(k_u, k_F)`` with ``score = -k_u u + k_F F`` for the EDM denoiser (module docstring),
     from the process's ``alpha_t`` and ``sigma_t``."""
