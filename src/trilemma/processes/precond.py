@@ -25,8 +25,6 @@ import math
 import torch
 from torch import Tensor
 
-from .tensors import as_time
-
 
 def check_sigma_data(sigma_data: float | None) -> float:
     """``sigma_data`` as a float, or a ValueError (EDM's coefficients need a positive one)."""
