@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from common import cpu_seconds_per_step
 from trilemma.methods import ScoreModel
 from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
 from trilemma.nets import MLP
@@ -67,21 +68,6 @@ def build(variant: str, seed: int) -> ScoreModel:
     return ScoreModel(get_process("vp"), net, (2,), **kw)
 
 
-def cpu_seconds_per_step(variant: str, data: torch.Tensor, seed: int, n: int = 30) -> float:
-    """CPU seconds of one training step (after 5 warm-up steps)."""
-    model = build(variant, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for i in range(n + 5):
-        if i == 5:
-            start = time.process_time()
-        idx = torch.randint(0, data.shape[0], (TRAIN["batch_size"],), generator=gen)
-        opt.zero_grad()
-        model.loss(data[idx], gen).mean().backward()
-        opt.step()
-    return (time.process_time() - start) / n
-
-
 def score_samplers(model: ScoreModel, n: int, seed: int) -> list[dict]:
     """Every sampler of SAMPLERS from the same seeded prior noise, scored by the oracle."""
     mixture = grid25()
@@ -106,7 +92,7 @@ def score_samplers(model: ScoreModel, n: int, seed: int) -> list[dict]:
 def run_one(variant: str, seed: int, budget: float, n: int, work: Path) -> dict:
     """Train one variant within ``budget`` CPU seconds and score its samplers."""
     data, _ = grid25().sample(100_000, torch.Generator().manual_seed(seed))
-    cost = cpu_seconds_per_step(variant, data, seed)
+    cost = cpu_seconds_per_step(build(variant, seed), data, TRAIN["batch_size"], seed)
     steps = max(200, int(budget / cost))
     model = build(variant, seed)
     ema = VARIANTS[variant].get("ema_decay", TRAIN["ema_decay"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from common import cpu_seconds_per_step
 from trilemma.methods import ScoreModel
 from trilemma.metrics.mixture import oracle_report
 from trilemma.nets import MLP
@@ -43,28 +44,14 @@ def build(process_name: str, seed: int) -> ScoreModel:
     return ScoreModel(process, net, (2,))
 
 
-def cpu_seconds_per_step(process_name: str, data: torch.Tensor, seed: int, n: int = 30) -> float:
-    """Measure the CPU seconds of one training step (after 5 warm-up steps)."""
-    model = build(process_name, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for i in range(n + 5):
-        if i == 5:
-            start = time.process_time()
-        idx = torch.randint(0, data.shape[0], (TRAIN["batch_size"],), generator=gen)
-        opt.zero_grad()
-        model.loss(data[idx], gen).mean().backward()
-        opt.step()
-    return (time.process_time() - start) / n
-
-
 def run(budget: float, n_samples: int, nfes: list[int], seed: int, work: Path) -> dict:
     """Train both models within ``budget`` CPU seconds each and evaluate every sampler/NFE."""
     mixture = grid25()
     data, _ = mixture.sample(100_000, torch.Generator().manual_seed(seed))
     out: dict = {"budget_cpu_s": budget, "n_samples": n_samples, "seed": seed, "models": {}}
     for label, spec in MODELS.items():
-        cost = cpu_seconds_per_step(spec["process"], data, seed)
+        cost = cpu_seconds_per_step(build(spec["process"], seed), data, TRAIN["batch_size"],
+                                    seed)
         steps = max(200, int(budget / cost))
         model = build(spec["process"], seed)
         trainer = Trainer(model, data, {**TRAIN, "steps": steps, "seed": seed},
