@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,15 +80,26 @@ def register(setup: MethodSetup, *aliases: str) -> MethodSetup:
     return setup
 
 
+_DISCOVERY = threading.Lock()
+_discovered = False
+
+
 def _discover() -> None:
-    """Register every built-in setup module once."""
-    if _REGISTRY:
+    """Register every built-in setup module once (thread-safe: two runs started together in one
+    process must not see a half-filled table)."""
+    global _discovered
+    if _discovered:
         return
-    for info in sorted(pkgutil.iter_modules(_builtin_methods.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{_builtin_methods.__name__}.{info.name}")
-        setup = getattr(module, "SETUP", None)
-        if setup is not None:
-            register(setup)
+    with _DISCOVERY:
+        if _discovered:
+            return
+        for info in sorted(pkgutil.iter_modules(_builtin_methods.__path__),
+                           key=lambda m: m.name):
+            module = importlib.import_module(f"{_builtin_methods.__name__}.{info.name}")
+            setup = getattr(module, "SETUP", None)
+            if setup is not None:
+                register(setup)
+        _discovered = True
 
 
 def method_names() -> list[str]:
