@@ -189,9 +189,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                               "guidance": np.float64(guidance)}))
     else:
         title = sample_title(config, sampler, nfe_used, saved.step)
-        save_samples(samples, out, title=title + _conditioning_note(labels, guidance))
+        save_samples(samples, out, title=title + _conditioning_note(labels, guidance, guide))
     bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
-    print(f"{n} samples{_conditioning_note(labels, guidance)} from {saved.weights} (step "
+    print(f"{n} samples{_conditioning_note(labels, guidance, guide)} from {saved.weights} (step "
           f"{saved.step}) with {sampler}: NFE {nfe_used}, "
           f"{seconds:.3f} s, {seconds / n * 1e3:.4f} ms per sample -> {out}")
     if guide and guide["classifier_scale"] != 0:
@@ -203,12 +203,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _conditioning_note(labels: torch.Tensor | None, guidance: float) -> str:
-    """``, class 3, w = 2`` for a title; empty for unconditional samples."""
+def _conditioning_note(labels: torch.Tensor | None, guidance: float,
+                       guide: dict[str, Any] | None = None) -> str:
+    """``, class 3, w = 2`` (classifier-free) or ``, class 3, classifier scale 2`` for a title;
+    empty for unconditional samples."""
     if labels is None:
         return ""
     uniq = labels.unique()
     what = f"class {int(uniq[0])}" if len(uniq) == 1 else f"{len(uniq)} classes"
+    if guide:
+        scale = guide.get("classifier_scale")
+        what += f", classifier scale {1.0 if scale is None else scale:g}"
+        return f", {what}" + (f", w = {guidance:g}" if guidance else "")
     return f", {what}, w = {guidance:g}"
 
 
