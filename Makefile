@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench mnist clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps denoising-diffusion-pytorch==2.3.4
 	$(BIN)/python benchmarks/oracle_samplers.py
 	$(BIN)/python benchmarks/train_throughput.py
+
+# issue 13's MNIST yardstick: train every configs/mnist_*.yaml (45 CPU-min each at one thread),
+# evaluate, merge into out/mnist/report (hours; see docs/RESULTS.md). Dry run: MNIST_ARGS=--dry-run
+mnist: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mnist_suite.py $(MNIST_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

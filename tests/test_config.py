@@ -105,6 +105,9 @@ def test_shipped_config_loads_and_builds(path: Path):
     # the net's sizes follow the data and the process (CLD doubles the input)
     k = 2 if cfg.process["name"] == "cld" else 1
     net = net_kwargs(cfg, shape)
+    if cfg.model.get("method") == "lsgm":  # the prior's net sees the latent, not the data
+        vae = cfg.model["vae"]
+        shape = (vae.get("latent_channels") or vae.get("latent_dim"),)
     if cfg.model.get("method") == "noise_classifier":  # logits of the classes, not a score
         size = net["in_dim"] if net["name"] == "mlp" else net["in_channels"]
         assert (size, net["num_classes"]) == (k * shape[0], cfg.model["num_classes"])

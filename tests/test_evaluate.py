@@ -342,7 +342,8 @@ def test_digits_metrics_with_extractor_hash_and_provenance(digits, capsys):
             assert lo <= m[key] <= hi, key
     assert [p["a_label"] for p in run_rec["comparisons"]["pairs"]] == ["ddim NFE 3"]
     assert set(run_rec["comparisons"]["pairs"][0]["metrics"]) == {
-        "FD-digits", "precision", "recall", "density", "coverage", "IS-digits"}
+        "FD-digits", "precision", "recall", "density", "coverage", "IS-digits", "class_kl",
+        "min_class_share"}
     assert "FD-digits_ci" in run_rec["baseline"]["metrics"]  # the real-data row has them too
     assert run_rec["baseline"]["label"] == "real data (digits train split)"
     # n below what the metrics need: warned, in the results and in the report

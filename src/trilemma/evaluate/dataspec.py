@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,6 +53,16 @@ class DataSpec:
         root = self.folder if self.folder is not None else self.data_root
         x, _ = dataset_images(self.name, split, self.image_size, root)
         return x
+
+
+    def class_shares(self, split: str) -> np.ndarray | None:
+        """Class shares of the true labels of ``split`` (for ``class_kl``); None for data
+        without labels (folders)."""
+        root = self.folder if self.folder is not None else self.data_root
+        _, labels = dataset_images(self.name, split, self.image_size, root)
+        if len(labels) == 0 or int(labels.min()) < 0:
+            return None
+        return np.bincount(labels.numpy(), minlength=int(labels.max()) + 1) / len(labels)
 
 
 def data_spec(config: Any, reference_split: str = "test") -> DataSpec:

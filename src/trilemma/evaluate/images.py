@@ -33,6 +33,7 @@ from ..metrics.bootstrap import (
     is_replicates,
     prdc_replicates,
 )
+from ..metrics.classes import class_coverage
 from ..metrics.features import (
     InceptionFeatures,
     InceptionUnavailableError,
@@ -155,10 +156,12 @@ def image_metrics(
 
 
 def _classifier_metrics(x: Tensor, clf: Any, reference: dict[str, Any],
-                        counts: np.ndarray | None, fd_ref: FrechetReference | None
+                        counts: np.ndarray | None, fd_ref: FrechetReference | None,
+                        class_shares: np.ndarray | None = None
                         ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
     """FD-<dataset> (and its bootstrap sd), PRDC and IS-<dataset> on the classifier's features
-    and logits, with their replicates for the rows of ``counts``."""
+    and logits, with their replicates for the rows of ``counts``; with the data's
+    ``class_shares``, also ``class_kl`` and ``min_class_share`` of the predicted classes."""
     feats, logits = features_and_logits(clf, x)
     comp = compare_to_reference(reference, feats, warn=False)
     name, is_name = comp["metric"], f"IS-{clf.dataset}"
@@ -181,6 +184,10 @@ def _classifier_metrics(x: Tensor, clf: Any, reference: dict[str, Any],
         msgs.append(msg)
     out["n_reference"] = comp["n_ref"]
     out["n_reference_prdc"] = comp.get("prdc_n_real")
+    if class_shares is not None and logits.shape[1] == len(class_shares):
+        vals, class_reps = class_coverage(logits.argmax(dim=1).numpy(), class_shares, counts)
+        out.update(vals)
+        reps.update(class_reps)
     return out, msgs, reps
 
 
@@ -192,13 +199,15 @@ def measure_images(
     inception_reference: dict[str, Any] | None = None,
     counts: np.ndarray | None = None,
     fd_refs: tuple[FrechetReference | None, FrechetReference | None] = (None, None),
+    class_shares: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
     """:func:`image_metrics` plus the bootstrap replicates of FD-<dataset>, PRDC and IS (and of
     FID, from the first :data:`FID_REPEATS` rows of ``counts``: each costs a 2048-d
     eigendecomposition). ``fd_refs``: the classifier's and Inception's reference Gaussians
-    with their square roots computed once (:class:`FrechetReference`)."""
+    with their square roots computed once (:class:`FrechetReference`). ``class_shares``: the
+    data's class shares, for ``class_kl`` / ``min_class_share`` (:mod:`..metrics.classes`)."""
     x = samples.clamp(-1.0, 1.0)
-    out, msgs, reps = _classifier_metrics(x, clf, reference, counts, fd_refs[0])
+    out, msgs, reps = _classifier_metrics(x, clf, reference, counts, fd_refs[0], class_shares)
     if inception is not None and inception_reference is not None:
         f_inc = extract_features(inception, x, batch_size=50)
         comp_i = compare_to_reference(inception_reference, f_inc, with_prdc=False, warn=False)
@@ -244,6 +253,7 @@ class ImageScorer(Scorer):
         self.reference["cache"] = self.ref["cache"]
         self.reference["path"] = self.ref["path"]
         self.fd_ref = FrechetReference(self.ref["mu"], self.ref["cov"])
+        self.class_shares = spec.class_shares(reference_split)
         self.inception = self.inception_ref = self.fid_ref = None
         if inception is not None:
             self._set_up_inception(inception, cache_dir, device, progress)
@@ -272,7 +282,7 @@ class ImageScorer(Scorer):
                 ) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
         """:func:`measure_images` against the reference."""
         return measure_images(x, self.clf, self.ref, self.inception, self.inception_ref,
-                              counts, (self.fd_ref, self.fid_ref))
+                              counts, (self.fd_ref, self.fid_ref), self.class_shares)
 
     def class_hits(self, x: Tensor, labels: Tensor) -> Tensor:
         """Whether the data's classifier assigns each image (clamped to [-1, 1]) its asked

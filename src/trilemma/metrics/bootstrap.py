@@ -55,7 +55,7 @@ METHOD = ("percentile interval of B bootstrap resamples of the generated samples
           "differences resample the same indices in both rows; significant = the difference's "
           "interval excludes 0")
 #: metrics bounded to [0, 1] (their intervals are clipped there); the others are clipped at 0
-PROPORTIONS = ("precision", "recall", "coverage", "class_share")
+PROPORTIONS = ("precision", "recall", "coverage", "class_share", "min_class_share")
 
 
 def bootstrap_counts(n: int, repeats: int = DEFAULT_REPEATS,

@@ -17,7 +17,7 @@ from typing import Any
 MISSING = "–"
 #: metrics where a larger value is better (every ``IS-<dataset>`` too); all others: smaller
 HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage", "quality", "modes_covered",
-                    "mode_coverage", "class_share")
+                    "mode_coverage", "class_share", "min_class_share")
 
 
 def fmt(x: Any, digits: int = 4) -> str:

@@ -237,6 +237,10 @@ GLOSSARY = (
      "samples that follow the data) / share of real points with a sample nearby."),
     ("IS-<dataset>", "Inception-score formula on the classifier's predictions: high when "
      "samples are confidently classified and the classes are balanced (max = #classes)."),
+    ("class KL / min class share", "mode coverage of labelled images: the data's classifier "
+     "assigns each sample a class; KL(samples' class shares || the reference split's true "
+     "shares), natural log (0 = as balanced as the data; log 10 = one class of ten), and the "
+     "smallest class share (0 = a class dropped; 1/#classes at best for balanced data)."),
     ("asked-class share", "rows with a guidance weight w (class-conditional, class-balanced "
      "labels): share of samples the data's classifier (the oracle's most likely mode for "
      "toys) assigns to the class that was asked for."),

@@ -31,7 +31,8 @@ BASE_COLUMNS = (
 TAIL_COLUMNS = ("extractor_sha256", "grid", "samples_file", "error")
 #: metric columns in display order (prefix match for the named ones such as FD-digits)
 METRIC_ORDER = (
-    "class_share", "FD-", "FID", "precision", "recall", "density", "coverage", "IS-", "sw2",
+    "class_share", "FD-", "FID", "precision", "recall", "density", "coverage", "IS-",
+    "class_kl", "min_class_share", "sw2",
     "sw2_floor",
     "sw2_floor_std", "quality", "modes_covered", "n_modes", "mode_coverage", "kl_weights",
     "spread_ratio", "spread_ratio_median", "mode_offset", "within_mode_sw2", "far_outliers",
@@ -41,7 +42,8 @@ HIDDEN_IN_TABLE = ("mode_counts", "n_reference", "n_reference_prdc", "is_splits"
                    "quality_radius", "n")
 #: column titles of the HTML table (the JSON/CSV keep the keys)
 DISPLAY_NAMES = {
-    "class_share": "asked-class share", "sw2": "SW2", "sw2_floor": "SW2 floor",
+    "class_share": "asked-class share", "class_kl": "class KL",
+    "min_class_share": "min class share", "sw2": "SW2", "sw2_floor": "SW2 floor",
     "sw2_floor_std": "SW2 floor std",
     "quality": "share within 3σ", "modes_covered": "modes covered", "n_modes": "modes",
     "mode_coverage": "share of modes covered", "kl_weights": "mode-weight KL",
