@@ -61,7 +61,7 @@ def test_sample_with_a_classifier(runs, tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--classifier-scale", "2"], "--classifier-scale: give the classifier too"),
     (["--classifier", "{clf}"], "--label: classifier guidance needs the class"),
-    (["--classifier", "{clf}", "--label", "4"], "--label: the classifier knows classes 0..3"),
+    (["--classifier", "{clf}", "--label", "4"], "--label: classes run from 0 to 3"),
     (["--classifier", "{clf}", "--label", "1", "--classifier-scale", "-1"],
      "--classifier-scale: expected a finite number >= 0"),
     (["--classifier", "{score}", "--label", "1"], "is a 'score' run, not a noise classifier"),

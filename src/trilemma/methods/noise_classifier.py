@@ -17,6 +17,7 @@ from ..objectives.classification import noise_classifier_loss
 from ..processes.base import LinearProcess, ScoreFn
 from ..samplers.base import SampleResult
 from .base import Method
+from .labels import check_conditioning, check_range
 
 
 class NoiseClassifier(Method):
@@ -98,9 +99,7 @@ class NoiseClassifier(Method):
 
     def check_labels(self, labels: Tensor) -> None:
         """Raise ``ValueError('labels: ...')`` for labels outside ``[0, num_classes)``."""
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels: the classifier knows classes 0..{self.num_classes - 1}, "
-                             f"got range [{int(labels.min())}, {int(labels.max())}]")
+        check_range(labels, self.num_classes)
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and classifier-network parameter counts."""
@@ -122,13 +121,8 @@ def guide_with_classifier(score_fn: ScoreFn, classifier: Any, scale: float | Non
     if labels is None:
         raise ValueError("labels: classifier guidance needs the class of every sample: "
                          f"labels=<{n} integers> (CLI: --label C)")
-    labels = torch.as_tensor(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"labels: expected shape ({n},) (one class per sample), got "
-                         f"{tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"labels: expected integers, got dtype {labels.dtype}")
-    classifier.check_labels(labels)
+    # shape, dtype and range checked as for class-conditional sampling (methods/labels.py)
+    labels = check_conditioning(labels, 0.0, n, classifier.num_classes, who="the classifier")
     clf_device = next(classifier.parameters()).device
     if clf_device != device:
         raise ValueError(f"classifier: on {clf_device}, the score model on {device}; load both "
