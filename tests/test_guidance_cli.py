@@ -135,6 +135,12 @@ def test_evaluate_makes_a_row_per_guidance_weight(runs, capsys, tmp_path):
         assert 0 <= ci[0] <= share <= ci[1] <= 1
     assert (out / "guidance.png").is_file()
     assert "class_share" in (out / "results.csv").read_text().splitlines()[0]
+    # without metrics the guided rows are sampled and timed, nothing scored
+    code, _, err = _run(capsys, "evaluate", cond, "--samplers", "dpm2m:4", "--guidance", "2",
+                        "--n", 20, "--no-metrics", "--out", tmp_path / "bare", "--quiet")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "bare" / "results.json").read_text())["runs"][0]["rows"]
+    assert [(r["label"], r["nfe"], r["metrics"]) for r in rows] == [("dpm2m w=2", 8, {})]
     code, _, err = _run(capsys, "evaluate", plain, "--samplers", "dpm2m:4", "--guidance",
                         "1", "--n", 40, "--out", tmp_path / "e2", "--quiet")
     assert code != 0 and "--guidance: run plain is unconditional" in err
