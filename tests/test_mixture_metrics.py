@@ -21,6 +21,7 @@ from trilemma.metrics import (
     sw2_to_standard_normal,
     truncated_var_factor,
 )
+from trilemma.metrics.mixture import wasserstein1_1d
 from trilemma.oracle import GaussianMixture, get_mixture
 
 F64 = torch.float64
@@ -309,3 +310,17 @@ def test_benchmark_smoke_run(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
     paths = bench.write_outputs(res, tmp_path)
     assert all(p.exists() for p in paths.values())
     assert "dpm2m" in paths["markdown"].read_text()
+
+
+def test_wasserstein1_1d_against_closed_forms():
+    """W1 of a point mass at 0 from N(0, s^2) is E|X| = s sqrt(2/pi); of a point mass at m from
+    a two-component mixture 0.5 N(-a, s^2) + 0.5 N(a, s^2) with s << a it is about the mean
+    distance |m - a|/2 + |m + a|/2; exact samples score near 0."""
+    s = 0.3
+    one = GaussianMixture(torch.zeros(1, 1), torch.ones(1), s)
+    assert wasserstein1_1d(one, torch.zeros(500)) == pytest.approx(s * math.sqrt(2 / math.pi),
+                                                                 rel=1e-3)
+    two = GaussianMixture(torch.tensor([[-1.0], [1.0]]), torch.tensor([0.5, 0.5]), 0.01)
+    assert wasserstein1_1d(two, torch.full((10,), 0.5)) == pytest.approx(1.0, rel=1e-2)
+    exact = torch.randn(20_000, generator=torch.Generator().manual_seed(0)) * s
+    assert wasserstein1_1d(one, exact) < 0.01
