@@ -14,7 +14,10 @@ ends at the budget. The variants differ only in what the issue asks to ablate:
 - ``precond``: prediction ``edm`` alone (uniform t, ``quality`` weighting);
 - ``lognormal``: eps-prediction with log-normal sigma alone (``quality`` weighting);
 - ``weighting``: eps-prediction with EDM's weighting alone (uniform t);
-- ``eps_ema``: today's model with EMA 0.9999 instead of 0.999 (EMA length).
+- ``eps_ema``: today's model with EMA 0.9999 instead of 0.999 (EMA length);
+- ``edm_scaled``: ``edm`` with P_mean shifted by ln(sigma_data / 0.5) = +1.04 to -0.16 (EDM's
+  -1.2 was tuned for sigma_data 0.5; this keeps the same sigma / sigma_data distribution);
+- ``precond_lognormal``: ``edm`` without EDM's weighting (``quality`` weighting).
 
 The EMA weights are sampled with EM 200, DPM-Solver++(2M) 10 and 20, EDM Heun 20 and 35 and the
 adaptive probability-flow ODE (dopri5, rtol = atol = 1e-5), all from the same prior noise per seed,
@@ -52,6 +55,9 @@ VARIANTS: dict[str, dict] = {
     "lognormal": {"t_sampling": "lognormal", "sigma_data": GRID_RMS},
     "weighting": {"weighting": "edm", "sigma_data": GRID_RMS},
     "eps_ema": {"ema_decay": 0.9999},
+    "edm_scaled": {**EDM, "p_mean": -0.16},
+    "precond_lognormal": {"prediction": "edm", "t_sampling": "lognormal",
+                          "sigma_data": GRID_RMS},
 }
 SAMPLERS = [("em", 200), ("dpm2m", 10), ("dpm2m", 20), ("edm", 20), ("edm", 35), ("ode", None)]
 TRAIN = {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 100, "schedule": "cosine",
