@@ -174,6 +174,19 @@ def test_the_loss_targets_the_ema_network_and_the_hook_moves_it():
     assert not any(k.startswith("teacher") for k in model.state_dict())
 
 
+def test_inverse_gap_weighting_divides_by_the_grid_gap():
+    torch.manual_seed(0)
+    kw = {"num_scales": 6}
+    plain = ConsistencyModel(MLP(2, 2, hidden=16, depth=2), gaussian_teacher("ve", 2), (2,), **kw)
+    weighted = ConsistencyModel(plain.net, plain.teacher, (2,), weighting="inverse_gap", **kw)
+    x0 = torch.randn(16, 2)
+    a = plain.loss(x0, torch.Generator().manual_seed(3))
+    b = weighted.loss(x0, torch.Generator().manual_seed(3))
+    n = torch.randint(0, 5, (16,), generator=torch.Generator().manual_seed(3))
+    gap = (plain.sigmas[n + 1] - plain.sigmas[n]).float()
+    assert torch.allclose(b, a / gap, rtol=1e-5)
+
+
 def test_trainer_calls_the_after_step_hook_once_per_step(tmp_path):
     torch.manual_seed(0)
     model = ConsistencyModel(MLP(2, 2, hidden=16, depth=2), gaussian_teacher("ve", 2), (2,),
@@ -198,8 +211,12 @@ def test_sampling_counts_network_calls_exactly(nfe):
 
 def test_sampling_options_and_errors():
     model = ConsistencyModel(CountingNet(), gaussian_teacher(dim=2), (2,))
-    taus = default_taus(3, model.sigma_min, model.sigma_max, 0.5)
-    assert taus[1] == 0.5 and taus[0] > taus[1] > taus[2] > model.sigma_min
+    grid = [float(s) for s in model.sigmas]
+    for nfe in (2, 4, 8, 17):
+        taus = default_taus(nfe, model.sigmas, 0.5)
+        assert len(taus) == nfe and taus[0] == model.sigma_max and set(taus) <= set(grid)
+        assert all(a > b > model.sigma_min for a, b in zip(taus, taus[1:], strict=False))
+    assert default_taus(2, model.sigmas, 0.5)[1] == min(grid, key=lambda s: abs(math.log(s / 0.5)))
     res = model.sample(5, "consistency", 2, taus=[model.sigma_max, 1.0], trajectory=True)
     assert res.info["taus"] == [model.sigma_max, 1.0] and len(res.trajectory) == 2
     with pytest.raises(ValueError, match="sampler: "):
@@ -228,6 +245,7 @@ def _raw(**model) -> dict:
     ({"ema_target": 1.0}, None, "model.ema_target"),
     ({"distance": "lpips"}, None, "model.distance"),
     ({"solver": "rk4"}, None, "model.solver"),
+    ({"weighting": "snr"}, None, "model.weighting"),
     ({"sigma_data": -1}, None, "model.sigma_data"),
     ({"net": {"name": "unet"}}, None, "model.net.name"),
     ({}, {"sampler": "dpm2m", "nfe": 2}, "sample.sampler: a consistency model"),

@@ -17,14 +17,16 @@ Training (:meth:`ConsistencyModel.loss`): an ``N``-point EDM grid (rho = 7)
 ``n ~ U{1..N-1}``, ``x_{n+1} = x0 + sigma_{n+1} z``, one teacher ODE step (Heun or Euler) to
 ``x^_n`` at ``sigma_n``, and the loss ``d(f_theta(x_{n+1}, sigma_{n+1}), f_theta-(x^_n, sigma_n))``
 with ``d`` = mean squared error (``l2``) or pseudo-Huber ``sqrt(|a - b|^2 + c^2) - c``,
-``c = 0.00054 sqrt(dim)``. ``theta-`` is a frozen copy of the network (:attr:`target`) moved
+``c = 0.00054 sqrt(dim)``, times ``lambda(sigma_n)`` = 1 or ``1 / (sigma_{n+1} - sigma_n)``.
+``theta-`` is a frozen copy of the network (:attr:`target`) moved
 towards the online one by ``theta- <- mu theta- + (1 - mu) theta`` after every optimizer step
 (:meth:`ConsistencyModel.after_optimizer_step`, a hook of the method protocol the trainer calls).
 
 Sampling (sampler ``consistency``, NFE = number of steps): ``x = f(tau_1 z, tau_1)`` with
 ``tau_1 = sigma_max``; then for ``tau_2 > ... > tau_K``: ``x_tau = x + sqrt(tau_k^2 -
-sigma_min^2) z``, ``x = f(x_tau, tau_k)``. Default ``tau_k`` (k >= 2): log-spaced from
-``sigma_data`` towards ``sigma_min`` (:func:`default_taus`); option ``taus`` sets the list.
+sigma_min^2) z``, ``x = f(x_tau, tau_k)``. Default ``tau_k`` (k >= 2): the training grid's
+levels nearest to a log-spacing from ``sigma_data`` towards ``sigma_min``
+(:func:`default_taus`); option ``taus`` sets the list.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from .base import Method
 from .consistency_teacher import SOLVERS, Teacher
 
 DISTANCES = ("l2", "pseudo_huber")
+#: lambda(sigma_n): 1 (the paper's CD) or 1 / (sigma_{n+1} - sigma_n) (improved consistency
+#: training), which keeps the small-sigma pairs, whose distances are tiny, from being drowned
+WEIGHTINGS = ("uniform", "inverse_gap")
 SAMPLERS = ("consistency",)
 SAMPLE_OPTIONS = ("taus", "trajectory")
 HUBER_C = 0.00054  # improved consistency training: c = 0.00054 sqrt(dim)
@@ -61,13 +66,25 @@ def consistency_coefs(sigma: Tensor, sigma_min: float, sigma_data: float
     return c_skip, c_out, c_in, 0.25 * torch.log(s)
 
 
-def default_taus(nfe: int, sigma_min: float, sigma_max: float, sigma_data: float) -> list[float]:
-    """``nfe`` decreasing noise levels: ``sigma_max``, then ``nfe - 1`` levels log-spaced from
-    ``sigma_data`` (clipped into the range) towards ``sigma_min`` (``sigma_min`` itself excluded:
-    a step there returns its input)."""
-    top = min(max(sigma_data, sigma_min), sigma_max)
+def default_taus(nfe: int, sigmas: Tensor, sigma_data: float) -> list[float]:
+    """``nfe`` decreasing noise levels of the training grid ``sigmas`` (ascending): ``sigma_max``,
+    then the grid levels nearest (in log) to ``nfe - 1`` levels log-spaced from ``sigma_data``
+    towards ``sigma_min``, kept distinct (``sigma_min`` itself excluded: a step there returns its
+    input). The student only learnt the grid's levels, so sampling stays on them."""
+    grid = [float(s) for s in sigmas]
+    lo, hi = grid[0], grid[-1]
+    top = min(max(sigma_data, lo), hi)
     k = nfe - 1
-    return [sigma_max] + [top * (sigma_min / top) ** (i / k) for i in range(k)]
+    wanted = [top * (lo / top) ** (i / k) for i in range(k)]
+    if k > len(grid) - 2:  # more steps than inner grid levels: off-grid levels
+        return [hi] + wanted
+    out, prev = [len(grid) - 1], len(grid) - 1
+    for j, w in enumerate(wanted):
+        i = min(range(1, len(grid) - 1), key=lambda m: abs(math.log(grid[m] / w)))
+        i = max(min(i, prev - 1), k - j)  # strictly decreasing, room left for the rest
+        out.append(i)
+        prev = i
+    return [grid[i] for i in out]
 
 
 def check_taus(taus: Any, nfe: int, sigma_min: float, sigma_max: float) -> list[float]:
@@ -100,13 +117,15 @@ class ConsistencyModel(Method):
         solver: the teacher's ODE step, ``heun`` or ``euler``.
         sigma_data: ``sigma_d`` of the parametrisation.
         rho: the grid's EDM exponent.
+        weighting: ``lambda(sigma_n)``, ``uniform`` or ``inverse_gap`` (:data:`WEIGHTINGS`).
     """
 
     name = "consistency"
 
     def __init__(self, net: nn.Module, teacher: Teacher, data_shape: tuple[int, ...],
                  num_scales: int = 18, ema_target: float = 0.95, distance: str = "l2",
-                 solver: str = "heun", sigma_data: float = 0.5, rho: float = 7.0) -> None:
+                 solver: str = "heun", sigma_data: float = 0.5, rho: float = 7.0,
+                 weighting: str = "uniform") -> None:
         super().__init__()
         if not isinstance(teacher, Teacher):
             raise TypeError(f"teacher must be a Teacher, got {type(teacher).__name__}")
@@ -116,6 +135,9 @@ class ConsistencyModel(Method):
             raise ValueError(f"ema_target must be a number in [0, 1), got {ema_target!r}")
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got "
+                             f"{weighting!r}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
         if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data)
@@ -127,7 +149,7 @@ class ConsistencyModel(Method):
         self.process = teacher.process
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_scales, self.ema_target = num_scales, float(ema_target)
-        self.distance, self.solver = distance, solver
+        self.distance, self.solver, self.weighting = distance, solver, weighting
         self.sigma_data, self.rho = float(sigma_data), float(rho)
         self.sigma_min, self.sigma_max = teacher.sigma_range()
         grid = edm_sigmas(self.sigma_max, self.sigma_min, num_scales - 1, rho).flip(0)
@@ -200,7 +222,10 @@ class ConsistencyModel(Method):
         with torch.no_grad():
             x_lo = self.teacher.to(x0.device).step(x_hi, s_hi, s_lo, self.solver)
             goal = self.consistency(x_lo, s_lo, target=True)
-        return self.dist(self.consistency(x_hi, s_hi), goal)
+        loss = self.dist(self.consistency(x_hi, s_hi), goal)
+        if self.weighting == "inverse_gap":
+            loss = loss / (s_hi - s_lo).to(loss.dtype)
+        return loss
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
@@ -239,7 +264,7 @@ class ConsistencyModel(Method):
         """The sampling noise levels of ``nfe`` steps (``taus`` checked, or the default)."""
         if taus is not None:
             return check_taus(taus, nfe, self.sigma_min, self.sigma_max)
-        return default_taus(nfe, self.sigma_min, self.sigma_max, self.sigma_data)
+        return default_taus(nfe, self.sigmas, self.sigma_data)
 
     @torch.no_grad()
     def sample(self, n: int, sampler: str = "consistency", nfe: int | None = 1,

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import RunError
-from ...methods.consistency import DISTANCES, SAMPLE_OPTIONS, SAMPLERS, ConsistencyModel
+from ...methods.consistency import (
+    DISTANCES,
+    SAMPLE_OPTIONS,
+    SAMPLERS,
+    WEIGHTINGS,
+    ConsistencyModel,
+)
 from ...methods.consistency_teacher import SOLVERS, Teacher, teacher_from_model
 from ...nets import NETS, build_net
 from ...oracle import MIXTURES, get_mixture
@@ -70,6 +76,7 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
                         f"teacher's: vp, subvp, ve, ...); got {process!r}")
     checks = {"num_scales": _num_scales, "ema_target": _ema_target,
               "distance": one_of(*DISTANCES), "solver": one_of(*SOLVERS),
+              "weighting": one_of(*WEIGHTINGS),
               "sigma_data": positive, "rho": positive}
     fields = {"method": Field("method", str, "consistency"),
               "teacher": Field("teacher", str, check=_teacher),
