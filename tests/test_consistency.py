@@ -171,6 +171,8 @@ def test_the_loss_targets_the_ema_network_and_the_hook_moves_it():
     for q, o, p in zip(model.target.parameters(), old, model.net.parameters(), strict=True):
         assert torch.allclose(q, 0.9 * o + 0.1 * p, atol=1e-6)
     assert all(not p.requires_grad for p in model.target.parameters())
+    counts = model.parameter_counts()
+    assert counts["total"] == counts["net"] == counts["target"] > 0
     assert not any(k.startswith("teacher") for k in model.state_dict())
 
 

@@ -164,10 +164,10 @@ class ConsistencyModel(Method):
         return f"CD N={self.num_scales} ({self.teacher.ref})"
 
     def parameter_counts(self) -> dict[str, int]:
-        """The student network's parameters and its EMA target's (a copy; the teacher's are
-        not part of the model)."""
+        """Trainable parameters (the student network's) and its frozen EMA target's copy (the
+        teacher's are not part of the model)."""
         return {"total": count_parameters(self), "net": count_parameters(self.net),
-                "target": count_parameters(self.target)}
+                "target": count_parameters(self.target, trainable_only=False)}
 
     # -- the consistency function ----------------------------------------------------------------
 
