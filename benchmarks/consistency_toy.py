@@ -9,10 +9,13 @@ For each seed it trains ``configs/toy_cd.yaml`` (teacher ``oracle:grid25``) and
 ``seed`` and ``train.steps`` set, one torch thread, timing the training in CPU seconds (a run
 folder that already holds ``model.safetensors`` is reused, not retrained). Every student draws
 ``--n`` samples at NFE 1, 2, 4 (default noise levels), the teachers draw with dpm2m at NFE 5 and
-10 from the same seeds; all are scored by :func:`trilemma.metrics.mixture.oracle_report` against
+10 from the same seeds, and the teacher's own Heun chain down the student's N training levels
+(what the student distils; ``2 (N - 1)`` teacher calls) starts from the 1-step sample's noise;
+all are scored by :func:`trilemma.metrics.mixture.oracle_report` against
 20 000 fixed exact samples (as ``benchmarks/toy_precond.py``): modes covered (of 25), share within
 3 sigma of its mode (``quality``), KL of the mode weights, SW2. Writes
-``<out>/consistency_toy.json`` and prints a table (mean over seeds, then each seed's value).
+``<out>/consistency_toy.json`` and prints a table (mean over seeds, then each seed's value) and
+the median distance of each 1-step student's samples to the chain's.
 """
 
 from __future__ import annotations
@@ -80,6 +83,22 @@ def student_rows(teacher: str, seed: int, info: dict, n: int, ref: SlicedReferen
     return rows
 
 
+def chain_row(teacher: str, seed: int, info: dict, n: int, ref: SlicedReference) -> dict:
+    """What the student distils: the teacher's Heun chain down the N training levels from the
+    1-step sample's noise, scored, and the median distance of the 1-step sample to it."""
+    model = trilemma.load(info["run"])
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(1000 + seed))
+    x = z * model.sigma_max
+    with torch.no_grad():
+        one = model(x, torch.tensor(model.sigma_max, dtype=torch.float64))
+    s = model.sigmas
+    for k in range(len(s) - 1, 0, -1):
+        x = model.teacher.step(x, s[k].expand(n), s[k - 1].expand(n), model.solver)
+    return {"teacher": teacher, "model": "teacher Heun chain", "sampler": "heun",
+            "nfe": 2 * (len(s) - 1), "seed": seed, **score(x, ref),
+            "student_to_chain_median": float((one - x).norm(dim=1).median())}
+
+
 def teacher_rows(teacher: str, seed: int, teacher_run: str, n: int,
                  ref: SlicedReference) -> list:
     rows = []
@@ -99,7 +118,7 @@ def teacher_rows(teacher: str, seed: int, teacher_run: str, n: int,
 def table(rows: list) -> str:
     """Markdown: one line per (teacher, model, NFE), mean over seeds then each seed's value."""
     keys = sorted({(r["teacher"], r["model"], r["nfe"]) for r in rows},
-                  key=lambda k: (k[0], k[1] != "CD student", k[2]))
+                  key=lambda k: (k[0], k[1] != "CD student", k[1], k[2]))
     lines = ["| teacher | model | NFE | modes (of 25) | within 3 sigma | mode KL | SW2 |",
              "|---|---|---|---|---|---|---|"]
     for key in keys:
@@ -132,8 +151,11 @@ def main() -> None:
             print(f"{teacher} seed {seed}: {info['steps']} steps, "
                   f"{info['train_cpu_s']:.0f} CPU-s of training", flush=True)
             rows += student_rows(teacher, seed, info, args.n, ref)
+            rows.append(chain_row(teacher, seed, info, args.n, ref))
             rows += teacher_rows(teacher, seed, args.teacher_run, args.n, ref)
-    text = table(rows)
+    text = table(rows) + "\n\nmedian distance of the 1-step student to the teacher's chain: " + \
+        ", ".join(f"{r['teacher']} seed {r['seed']} {r['student_to_chain_median']:.3f}"
+                  for r in rows if "student_to_chain_median" in r)
     out.mkdir(parents=True, exist_ok=True)
     (out / "consistency_toy.json").write_text(json.dumps({"args": vars(args), "rows": rows},
                                                          indent=1))
