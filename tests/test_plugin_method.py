@@ -45,7 +45,8 @@ def test_the_plugin_is_validated_by_its_own_setup(plugin_path, tmp_path):
 
 def test_an_unknown_method_lists_the_registered_ones(tmp_path):
     with pytest.raises(ConfigError, match="model.method: unknown method 'lsmg' "
-                                          r"\(did you mean 'lsgm'\?\); use one of: ddgan, "):
+                                          r"\(did you mean 'lsgm'\?\); use one of: consistency, "
+                                          "ddgan, "):
         load_config(_write(tmp_path, {"method": "lsmg"}))
 
 

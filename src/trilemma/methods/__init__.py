@@ -1,9 +1,12 @@
 """What a user trains: data-space score models, LSGM (latent SGM), Denoising Diffusion GANs,
-and the noise-conditional classifier that guides a score model."""
+consistency models distilled from a teacher, and the noise-conditional classifier that guides a
+score model."""
 
+from .consistency import ConsistencyModel
 from .ddgan import DDGAN, DDGANSchedule
 from .lsgm import LSGM
 from .noise_classifier import NoiseClassifier
 from .score_model import OBJECTIVES, ScoreModel
 
-__all__ = ["DDGAN", "LSGM", "NoiseClassifier", "OBJECTIVES", "DDGANSchedule", "ScoreModel"]
+__all__ = ["DDGAN", "LSGM", "OBJECTIVES", "ConsistencyModel", "DDGANSchedule", "NoiseClassifier",
+           "ScoreModel"]

@@ -59,6 +59,11 @@ class Method(nn.Module):
         """Hook called by ``trilemma train`` once the model is built, before the trainer
         (e.g. LSGM opens its loss-parts log). Default: nothing."""
 
+    def after_optimizer_step(self, step: int) -> None:
+        """Hook called by the trainer after every optimizer step whose losses were finite
+        (``step``: 0-based), before its EMA update; e.g. a consistency model moves its target
+        network. Default: nothing."""
+
     def diagnose(self, history: Sequence[tuple[int, Mapping[str, float]]]) -> str | None:
         """A warning for the training log from the logged rows so far, or None (default)."""
         return None

@@ -40,17 +40,21 @@ class ModelHooks:
     phases: tuple[str, ...]  # the declared train_phases; () for a one-loss model
     param_groups: Callable[[], Any] | None
     diagnose: Diagnose | None
+    after_step: Callable[[int], None] | None = None  # called after each finite optimizer step
 
 
 def model_hooks(model: nn.Module) -> ModelHooks:
-    """Read ``train_phases``, ``param_groups`` and ``diagnose`` off ``model`` (all optional),
-    checking the phase names; the trainer's one duck-typed look at a model."""
+    """Read ``train_phases``, ``param_groups``, ``diagnose`` and ``after_optimizer_step`` off
+    ``model`` (all optional), checking the phase names; the trainer's one duck-typed look at a
+    model."""
     name = type(model).__name__
     diagnose = getattr(model, "diagnose", None)
     diagnose = diagnose if callable(diagnose) else None
+    after = getattr(model, "after_optimizer_step", None)
+    after = after if callable(after) else None
     phases = getattr(model, "train_phases", None)
     if phases is None:
-        return ModelHooks(name, (), None, diagnose)
+        return ModelHooks(name, (), None, diagnose, after)
     if (
         isinstance(phases, str)
         or not isinstance(phases, (tuple, list))
@@ -67,7 +71,7 @@ def model_hooks(model: nn.Module) -> ModelHooks:
             f"{name} declares train_phases but has no param_groups() method "
             "returning {phase: parameters}"
         )
-    return ModelHooks(name, tuple(phases), groups, diagnose)
+    return ModelHooks(name, tuple(phases), groups, diagnose, after)
 
 
 @dataclass

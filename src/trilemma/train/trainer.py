@@ -233,12 +233,15 @@ class Trainer(Checkpointing):
 
     def _train_step(self, reader: Iterator[Any], autocast: bool) -> StepResult:
         """One optimizer step: every phase in order on the same ``grad_accum`` micro-batches;
-        the EMA follows a step whose phases were all finite."""
+        the model's ``after_optimizer_step`` hook and the EMA follow a step whose phases were all
+        finite."""
         self.model.train()
         batches = StepBatches(reader, self.config.grad_accum, len(self.phases))
         result = StepResult({ph.name: self._run_phase(ph, batches, autocast) for ph in self.phases})
         self.optimizer.zero_grad(set_to_none=True)
         if result.ok:
+            if self.hooks.after_step is not None:  # e.g. a consistency model's EMA target
+                self.hooks.after_step(self.step)
             self.ema.update(self.model)
         self.scheduler.step()
         return result
