@@ -28,7 +28,7 @@ from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
 
-SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve")
+SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
 CLD_PROCESSES = ("cld",)
 ALL_PROCESSES = SCALAR_PROCESSES + CLD_PROCESSES
 
@@ -221,8 +221,35 @@ def sample(
     ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoise``) adds Tweedie's
     final denoising call.
     """
+    _check_call(name, process, opts)
+    if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
+            or len(shape) < 2:
+        raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
+    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    u_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
+                denoise=denoise, trajectory=trajectory, progress=progress)
+
+
+def sample_from(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor,
+                nfe: int | None, *, generator: torch.Generator | None = None,
+                grid: Tensor | str | None = None, denoise: bool | None = None,
+                trajectory: bool = False, progress: bool = False, **opts: Any) -> SampleResult:
+    """:func:`sample` from a given start state ``u_T`` instead of a prior draw (reflow pairs
+    its own seeded noise with the samples this way)."""
+    _check_call(name, process, opts)
+    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
+                denoise=denoise, trajectory=trajectory, progress=progress)
+
+
+def _check_call(name: str, process: LinearProcess, opts: dict[str, Any]) -> None:
+    """The sampler exists, fits ``process`` and takes ``opts``."""
     spec = _get_spec(name)
-    denoise = spec.denoise if denoise is None else bool(denoise)
     if not isinstance(process, LinearProcess):
         raise TypeError(f"process must be a trilemma LinearProcess, got {type(process).__name__}")
     if not spec.supports(process):
@@ -234,11 +261,13 @@ def sample(
         check_sampler(name, None, None, opts)
     except ValueError as err:
         raise ValueError(str(err).removeprefix("options: ")) from None
-    if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
-            or len(shape) < 2:
-        raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
-    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+
+
+def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str | None,
+          denoise: bool | None, opts: dict[str, Any]) -> tuple[Tensor, dict[str, Any], bool]:
+    """The time grid, the sampler's keyword options and the denoising flag for a budget."""
+    spec = _get_spec(name)
+    denoise = spec.denoise if denoise is None else bool(denoise)
     kwargs = {**spec.defaults, **opts}
     if spec.adaptive:
         if isinstance(grid, str):
@@ -269,9 +298,13 @@ def sample(
             )
         n_steps = spec.steps_for(nfe, denoise, **opts)
         grid = get_grid(spec.default_grid(process) if grid is None else grid, process, n_steps)
-    u_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
-    result = spec.fn(score_fn, process, u_T, grid, generator=generator, denoise=denoise,
-                     trajectory=trajectory, progress=progress, **kwargs)
+    return grid, kwargs, denoise
+
+
+def _run(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor, grid: Tensor,
+         nfe: int | None, kwargs: dict[str, Any], **run: Any) -> SampleResult:
+    """Call sampler ``name`` and record its name and budget in the result."""
+    result = _get_spec(name).fn(score_fn, process, u_T, grid, **run, **kwargs)
     result.info["sampler_name"] = name
     result.info["nfe_budget"] = nfe
     return result
