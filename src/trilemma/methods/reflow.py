@@ -11,6 +11,7 @@ interpolant ``x_t = (1 - t) x0_hat + t eps``; sampling and likelihood are the sc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,21 @@ def reflow_pairs(teacher: ScoreModel, n: int, *, sampler: str = "heun", nfe: int
     finally:
         teacher.train(was_training)
     return noise, torch.cat(out), calls
+
+
+def flow_velocity(model: ScoreModel) -> Callable[[Tensor, Tensor], Tensor]:
+    """``velocity(x, t)``: a rectified-flow model's ``dx/dt`` (no grad), for
+    :func:`trilemma.metrics.straightness.straightness` and Euler steps by hand."""
+    proc = model.process
+    if not isinstance(proc, RectifiedFlow):
+        raise ValueError(f"a velocity needs a rectified-flow model, got process {proc.name!r}")
+    score = model.score_fn()
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            return proc.velocity(x, t, score(x, t))
+
+    return velocity
 
 
 def save_pairs(path: str | os.PathLike, noise: Tensor, samples: Tensor,
