@@ -134,6 +134,15 @@ def test_euler_is_the_rf_papers_sampler_step_by_step(proc):
     assert res.nfe == 5
     plain = sample_from("euler", model.score_fn(), proc, x, 4, grid=grid, denoise=False)
     assert plain.nfe == 4 and torch.equal(plain.samples, res.state)
+    # the default on a flow: N uniform steps in t from T to eps, no denoising call: N NFE
+    for n in (1, 2, 4):
+        gen = torch.Generator().manual_seed(n)
+        res = sample("euler", model.score_fn(), proc, (7, 2), n, generator=gen, dtype=F64)
+        ref = torch.randn(7, 2, generator=torch.Generator().manual_seed(n), dtype=F64)
+        dt = (proc.T - proc.eps) / n
+        for i in range(n):
+            ref = ref - dt * vel(ref, torch.full((7,), proc.T - i * dt, dtype=F64))
+        assert res.nfe == n and torch.allclose(res.samples, ref, rtol=1e-9, atol=1e-9)
 
 
 def test_every_scalar_sampler_runs_on_the_flow_with_exact_nfe(proc):
@@ -195,7 +204,7 @@ def test_reflow_pairs_are_reproducible_from_the_seed():
     teacher = _flow(1)
     a_noise, a_x, nfe = reflow_pairs(teacher, 50, sampler="heun", nfe=9, seed=7, batch_size=20)
     b_noise, b_x, _ = reflow_pairs(teacher, 50, sampler="heun", nfe=9, seed=7, batch_size=50)
-    assert nfe == 9
+    assert nfe == 8  # 4 Heun steps, no denoising call on a flow
     assert torch.equal(a_noise, b_noise) and torch.allclose(a_x, b_x, atol=1e-6)
     assert torch.equal(a_noise, torch.randn(50, 2, generator=torch.Generator().manual_seed(7)))
     direct = sample_from("heun", teacher.score_fn(), teacher.process, a_noise, 9)
@@ -276,7 +285,7 @@ def test_tiny_train_reflow_and_sample_through_the_cli(tmp_path, capsys):
     assert main(["train", str(cfg2), "--out", str(run2), "--quiet"]) == 0
     noise, x = load_pairs(run2 / "reflow_pairs.safetensors")
     assert noise.shape == x.shape == (40, 2)
-    assert pairs_meta(run2 / "reflow_pairs.safetensors")["nfe_per_sample"] == "5"
+    assert pairs_meta(run2 / "reflow_pairs.safetensors")["nfe_per_sample"] == "4"
     assert torch.equal(noise, torch.randn(40, 2, generator=torch.Generator().manual_seed(3)))
     out = tmp_path / "s.npz"
     capsys.readouterr()

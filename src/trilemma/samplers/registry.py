@@ -31,6 +31,10 @@ from .sscs import sample_sscs
 SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
 CLD_PROCESSES = ("cld",)
 ALL_PROCESSES = SCALAR_PROCESSES + CLD_PROCESSES
+#: processes whose samplers end without Tweedie's denoising call by default and whose ODE
+#: samplers step uniformly in t (Liu et al.'s Euler): the rectified flow's noise at eps is
+#: sigma = eps itself (1e-3), so N Euler steps cost N NFE from T to eps
+FLOW_PROCESSES = ("rectified_flow",)
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,20 @@ class SamplerSpec:
     min_steps: int = 1
     adaptive: bool = False
     description: str = ""
-    #: whether ``sample`` ends with Tweedie's denoising call by default
+    #: whether ``sample`` ends with Tweedie's denoising call by default (never on a flow)
     denoise: bool = True
+    #: the default grid on a flow process (FLOW_PROCESSES); "" for ``grid``
+    grid_flow: str = ""
 
     def default_grid(self, process: LinearProcess) -> str:
-        """The grid name used when none is given (CLD has its own)."""
+        """The grid name used when none is given (CLD and the flows have their own)."""
+        if process.name in FLOW_PROCESSES and self.grid_flow:
+            return self.grid_flow
         return self.grid_cld if isinstance(process, CLD) else self.grid
+
+    def denoises(self, process: str | None) -> bool:
+        """Whether ``sample`` ends with the denoising call on the named process by default."""
+        return self.denoise and process not in FLOW_PROCESSES
 
     def supports(self, process: LinearProcess) -> bool:
         """Whether the sampler can run on ``process``."""
@@ -115,13 +127,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
                        defaults={"method": "dopri5", "rtol": 1e-5, "atol": 1e-5},
                        description="probability-flow ODE, adaptive dopri5 (NFE budget = cap)"),
     "euler": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("euler"),
-                         defaults={"method": "euler"},
+                         defaults={"method": "euler"}, grid_flow="uniform",
                          description="probability-flow ODE, fixed-step Euler"),
     "heun": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("heun"),
-                        defaults={"method": "heun"},
+                        defaults={"method": "heun"}, grid_flow="uniform",
                         description="probability-flow ODE, fixed-step Heun"),
     "rk4": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("rk4"),
-                       defaults={"method": "rk4"},
+                       defaults={"method": "rk4"}, grid_flow="uniform",
                        description="probability-flow ODE, fixed-step RK4"),
     "ddim": SamplerSpec(sample_ddim, "log_snr", "log_snr", _one, processes="scalar",
                         defaults={"eta": 0.0}, description="DDIM (eta = 0 deterministic)"),
@@ -188,7 +200,7 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
                              f"named {options[key]!r} instead")
     if nfe is not None:
         try:
-            minimum = spec.min_nfe(True, **options)
+            minimum = spec.min_nfe(spec.denoises(process), **options)
         except ValueError as err:
             raise ValueError(f"options: {err}") from None
         if nfe < minimum:
@@ -218,7 +230,7 @@ def sample(
     None; a grid over budget is an error), a grid name (``get_grid``) or None for the sampler's
     default. For the adaptive ``'ode'`` sampler ``nfe`` is a cap (None: no cap). Extra ``opts``
     go to the sampler (e.g. ``eta``, ``order``, ``n_corrector``, ``snr``, ``rtol``).
-    ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoise``) adds Tweedie's
+    ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoises``) adds Tweedie's
     final denoising call.
     """
     _check_call(name, process, opts)
@@ -267,7 +279,7 @@ def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str
           denoise: bool | None, opts: dict[str, Any]) -> tuple[Tensor, dict[str, Any], bool]:
     """The time grid, the sampler's keyword options and the denoising flag for a budget."""
     spec = _get_spec(name)
-    denoise = spec.denoise if denoise is None else bool(denoise)
+    denoise = spec.denoises(process.name) if denoise is None else bool(denoise)
     kwargs = {**spec.defaults, **opts}
     if spec.adaptive:
         if isinstance(grid, str):
