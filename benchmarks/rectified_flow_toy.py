@@ -10,11 +10,11 @@ runs that exist.
 ``eval`` loads each run's EMA weights and samples 5000 points from the same prior noise per seed
 with Euler at 1, 2, 4 and 8 steps (a flow's default: uniform in t from ``T = 0.999`` to
 ``eps = 0.001``, no denoising call, N steps = N NFE) and with the adaptive probability-flow
-ODE (dopri5, rtol = atol = 1e-5); every row is scored by the exact oracle (SW2 against 20 000
-fixed exact samples, modes covered, share within 3 sigma of a mode) as in ``benchmarks/toy_precond.py``. The straightness
-``S`` (REFERENCE §10.2, :mod:`trilemma.metrics.straightness`) is measured on 2000 trajectories
-by RK4 with 100 steps. Writes ``<out>/rectified_flow_toy.json`` and ``.md`` and prints the table
-(mean over seeds and each seed's value).
+ODE (dopri5, rtol = atol = 1e-5); every row is scored by the exact oracle (SW2 against 20 000 fixed
+exact samples, modes covered, share within 3 sigma of a mode) as in ``benchmarks/toy_precond.py``.
+The straightness ``S`` (REFERENCE §10.2, :mod:`trilemma.metrics.straightness`) is measured on 2000
+trajectories by RK4 with 100 steps. Writes ``<out>/rectified_flow_toy.json`` and ``.md`` and prints
+the table (mean over seeds and each seed's value).
 """
 
 from __future__ import annotations
