@@ -86,28 +86,31 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
         obj = False
     obj = fits_obj[0] if obj is None else (obj or None)
     out["objective"] = obj
-    w = raw.get("weighting")
-    if obj is not None:
-        w = _choice("weighting", w, OBJECTIVES[obj], f"objective {obj!r}", problems)
-    out["weighting"] = _flow_weighting(w, raw.get("weighting"), process, problems)
+    out["weighting"] = _weighting(raw.get("weighting"), obj, process, problems)
     sd = raw.get("sigma_data", 0.5)
     out["sigma_data"] = sd if sd == AUTO else _number(
         "sigma_data", sd, lambda v: v > 0, "a positive number or 'auto'", problems)
     out["label_dropout"] = _number("label_dropout", raw.get("label_dropout", 0.1),
                                    lambda v: 0 <= v < 1, "a number in [0, 1)", problems)
-    out.update(_t_sampling(raw, is_cld, obj, w, problems))
+    out.update(_t_sampling(raw, is_cld, obj, out["weighting"], problems))
     return out
 
 
-def _flow_weighting(resolved: Any, given: Any, process: str | None,
-                    problems: list[str]) -> Any:
-    """The rectified flow defaults to its ``velocity`` objective; other processes refuse it."""
+def _weighting(given: Any, objective: str | None, process: str | None,
+               problems: list[str]) -> Any:
+    """The objective's weighting: the rectified flow defaults to its ``velocity`` objective,
+    which no other process takes."""
+    if objective is None:
+        return given
     if process == FLOW and given is None:
         return FLOW_WEIGHTINGS[0]
-    if process is not None and process != FLOW and resolved in FLOW_WEIGHTINGS:
-        problems.append(f"model.weighting: {show(resolved)} is the rectified flow's objective "
+    if process is not None and process != FLOW and given in FLOW_WEIGHTINGS:
+        problems.append(f"model.weighting: {show(given)} is the rectified flow's objective "
                         f"(process.name: {FLOW}); process {process!r} needs another weighting")
-    return resolved
+        return given
+    valid = tuple(w for w in OBJECTIVES[objective]
+                  if process in (None, FLOW) or w not in FLOW_WEIGHTINGS)
+    return _choice("weighting", given, valid, f"objective {objective!r}", problems)
 
 
 def _t_sampling(raw: dict[str, Any], is_cld: bool, objective: str | None, weighting: Any,
