@@ -234,6 +234,19 @@ def test_reflow_loss_uses_the_paired_noise():
         model.set_pairs(torch.zeros(3, 2), torch.zeros(4, 2))
 
 
+def test_one_step_distillation_loss_is_the_error_of_one_euler_step():
+    model = Reflow(get_process("rectified_flow"), MLP(2, 2, hidden=16, depth=1), (2,),
+                   distill=True)
+    noise, x0 = torch.randn(6, 2), torch.randn(6, 2)
+    model.set_pairs(noise, x0)
+    loss = model.loss(torch.zeros(6, 2), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(6, (6,), generator=gen)
+    one = sample_from("euler", model.score_fn(), model.process, noise[idx], 1)
+    assert one.nfe == 1
+    assert torch.allclose(loss, (one.samples - x0[idx]).pow(2).mean(1), atol=1e-5)
+
+
 TOY_RF = {
     "seed": 0, "device": "cpu", "process": {"name": "rectified_flow"},
     "model": {"net": {"name": "mlp", "hidden": 16, "depth": 1}},
@@ -289,6 +302,11 @@ def test_tiny_train_reflow_and_sample_through_the_cli(tmp_path, capsys):
     assert main(["sample", str(run2), "--sampler", "euler", "--nfe", "2", "--n", "10",
                  "--out", str(out)]) == 0
     assert "NFE 2" in capsys.readouterr().out and out.exists()
+    distill = {**reflow, "model": {**reflow["model"], "teacher": str(run2),
+                                   "init_from": str(run2), "distill": True}}
+    cfg4 = tmp_path / "distill.yaml"
+    cfg4.write_text(yaml.safe_dump(distill))
+    assert main(["train", str(cfg4), "--out", str(tmp_path / "distill"), "--quiet"]) == 0
     bad = {**reflow, "model": {**reflow["model"], "teacher": str(tmp_path / "nope")}}
     cfg3 = tmp_path / "bad.yaml"
     cfg3.write_text(yaml.safe_dump(bad))

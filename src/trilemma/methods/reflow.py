@@ -121,20 +121,23 @@ class Reflow(ScoreModel):
     The pairs come from :meth:`set_pairs` (``trilemma train`` draws or reloads them before
     training, :mod:`trilemma.setup.methods.reflow`); each training batch takes as many pairs
     as the data batch has samples, drawn uniformly with the trainer's generator (the data
-    batch itself only sets the size). Sampling, likelihood and checkpoints are the score
-    model's: a reflow run loads and samples like any rectified-flow run.
+    batch itself only sets the size). With ``distill`` it trains only the one-step map
+    (:meth:`one_step_loss`), best started from the reflow run whose pairs it uses. Sampling,
+    likelihood and checkpoints are the score model's: a reflow run loads and samples like any
+    rectified-flow run.
     """
 
     name = "reflow"
 
     def __init__(self, process: LinearProcess, net: nn.Module, data_shape: tuple[int, ...],
-                 sigma_data: float = 0.5) -> None:
+                 sigma_data: float = 0.5, distill: bool = False) -> None:
         if not isinstance(process, RectifiedFlow):
             raise ValueError(f"reflow trains a rectified flow; process {process.name!r} does "
                              "not fit (process.name: rectified_flow)")
         super().__init__(process, net, data_shape, prediction="velocity", objective="dsm",
                          weighting="velocity", sigma_data=sigma_data, label_dropout=0.0)
         self.pairs: tuple[Tensor, Tensor] | None = None
+        self.distill = bool(distill)
 
     def set_pairs(self, noise: Tensor, samples: Tensor) -> None:
         """The fixed pairs to train on: ``noise[i]`` flows to ``samples[i]``."""
@@ -157,5 +160,16 @@ class Reflow(ScoreModel):
         idx = torch.randint(len(self.pairs[0]), (n,), generator=generator, device=gdev).cpu()
         noise = self.pairs[0][idx].to(device=dev, dtype=x.dtype)
         x0 = self.pairs[1][idx].to(device=dev, dtype=x.dtype)
+        if self.distill:
+            return self.one_step_loss(noise, x0)
         t = uniform_times(n, self.process.train_eps, self.process.T, generator, device=dev)
         return dsm_loss(self.model, self.process, x0, weighting="velocity", t=t, noise=noise)
+
+    def one_step_loss(self, noise: Tensor, x0: Tensor) -> Tensor:
+        """Distillation of the one-step map (Liu et al.): ``||eps - (T - eps_t) v(eps, T) -
+        x0_hat||^2`` per sample (mean over coordinates), the error of one Euler step from the
+        prior draw to ``eps_t``, the step ``euler`` at 1 NFE takes."""
+        p = self.process
+        t = torch.full((noise.shape[0],), p.T, device=noise.device, dtype=noise.dtype)
+        v = p.velocity(noise, t, self.model(noise, t))
+        return (noise - (p.T - p.eps) * v - x0).flatten(1).pow(2).mean(1)

@@ -5,6 +5,9 @@ pairs of a trained teacher run (``model.teacher``), drawn with ``model.pair_samp
 ``trilemma train`` draws the pairs before the first step and writes them to
 ``RUN_DIR/reflow_pairs.safetensors`` with what made them; a resumed or restarted run reloads
 that file when it was made the same way, so the pairs are drawn once per run.
+``model.distill: true`` trains only the one-step map on the pairs (Liu et al.'s distillation),
+usually with ``model.init_from`` naming the reflow run to start from (its weights are loaded
+unless the run resumes).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ FIELDS = {
     "pair_seed": Field("pair_seed", int, 0, non_negative_int),
     "pair_batch": Field("pair_batch", int, 2000, positive_int),
     "sigma_data": Field("sigma_data", float, 0.5, positive),
+    "distill": Field("distill", bool, False),
+    "init_from": Field("init_from", str | None, None),
 }
 #: the keys that decide the pairs (a pairs file made otherwise is drawn again)
 PAIR_KEYS = ("teacher", "pair_sampler", "pair_nfe", "pairs", "pair_seed", "pair_batch")
@@ -73,14 +78,18 @@ def build(config: Config, data_shape: tuple[int, ...]) -> Reflow:
     """The :class:`~trilemma.methods.Reflow` model (its pairs come in :func:`prepare`)."""
     process = wrap_errors("process", lambda: get_process(**config.process))
     net = wrap_errors("model.net", lambda: build_net(net_kwargs(config, data_shape)))
+    m = config.model
     return wrap_errors("model", lambda: Reflow(process, net, tuple(data_shape),
-                                               sigma_data=config.model["sigma_data"]))
+                                               sigma_data=m["sigma_data"],
+                                               distill=m.get("distill", False)))
 
 
 def prepare(model: Reflow, config: Config, run_dir: Path, resume: bool) -> None:
     """Reload the run's pairs file when it was made from the same keys, else load the teacher
     and draw the pairs (then write the file)."""
     m = config.model
+    if m.get("init_from") and not resume:
+        _init_from(model, m["init_from"])
     meta = {k: str(m[k]) for k in PAIR_KEYS}
     path = Path(run_dir) / PAIRS_FILE
     if path.exists() and {k: pairs_meta(path).get(k) for k in PAIR_KEYS} == meta:
@@ -99,6 +108,16 @@ def prepare(model: Reflow, config: Config, run_dir: Path, resume: bool) -> None:
                                        batch_size=m["pair_batch"])
     save_pairs(path, noise, samples, {**meta, "nfe_per_sample": nfe})
     model.set_pairs(noise, samples)
+
+
+def _init_from(model: Reflow, path: str) -> None:
+    """Start from a trained flow run's (EMA) weights; the networks must match."""
+    try:
+        source = load_run(path, next(model.parameters()).device)[0]
+        model.load_state_dict(source.state_dict())
+    except (FileNotFoundError, RunError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model.init_from: {first}") from None
 
 
 SETUP = MethodSetup(
