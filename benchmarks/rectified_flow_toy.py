@@ -6,7 +6,8 @@
 ``train`` runs ``trilemma train configs/toy_rf.yaml`` (1-RF) and then
 ``trilemma train configs/toy_reflow.yaml`` with that run as the teacher (2-RF: 20 000 pairs
 drawn by Heun at 100 NFE, 50 steps; pair seed = the seed) for each seed, one thread, skipping
-runs that exist.
+runs that exist; then the one-step distillation of that 2-RF on 20 000 fresh pairs of it
+(``configs/toy_reflow_distill.yaml``, pair seed 100 + the seed, started from the 2-RF weights).
 ``eval`` loads each run's EMA weights and samples 5000 points from the same prior noise per seed
 with Euler at 1, 2, 4 and 8 steps (a flow's default: uniform in t from ``T = 0.999`` to
 ``eps = 0.001``, no denoising call, N steps = N NFE) and with the adaptive probability-flow
@@ -37,6 +38,7 @@ from trilemma.oracle import grid25
 
 ROOT = Path(__file__).resolve().parents[1]
 EULER_STEPS = (1, 2, 4, 8)
+FLOWS = (("1-RF", "toy_rf"), ("2-RF", "toy_reflow"), ("2-RF distilled", "toy_reflow_distill"))
 METRICS = ("sw2", "modes_covered", "quality")
 N_REFERENCE, REFERENCE_SEED, DIRECTIONS_SEED = 20_000, 10_007, 10_009
 
@@ -62,12 +64,16 @@ def _train(config: str, out: Path, sets: list[str]) -> float:
 
 
 def train(seeds: list[int], runs: Path) -> None:
-    """1-RF then 2-RF (teacher: that 1-RF) per seed."""
+    """1-RF, 2-RF (teacher: that 1-RF), then its one-step distillation, per seed."""
     for seed in seeds:
         rf = runs / f"toy_rf_s{seed}"
         _train("toy_rf.yaml", rf, [f"seed={seed}"])
-        _train("toy_reflow.yaml", runs / f"toy_reflow_s{seed}",
+        reflow = runs / f"toy_reflow_s{seed}"
+        _train("toy_reflow.yaml", reflow,
                [f"seed={seed}", f"model.teacher={rf}", f"model.pair_seed={seed}"])
+        _train("toy_reflow_distill.yaml", runs / f"toy_reflow_distill_s{seed}",
+               [f"seed={seed}", f"model.teacher={reflow}", f"model.init_from={reflow}",
+                f"model.pair_seed={100 + seed}"])
 
 
 def _reference() -> SlicedReference:
@@ -108,9 +114,9 @@ def evaluate(seeds: list[int], runs: Path, out: Path, n: int) -> dict:
     """Score every run; write and print the table."""
     torch.set_num_threads(1)
     sliced = _reference()
-    res: dict[str, list[dict]] = {"1-RF": [], "2-RF": []}
+    res: dict[str, list[dict]] = {label: [] for label, _ in FLOWS}
     for seed in seeds:
-        for label, name in (("1-RF", "toy_rf"), ("2-RF", "toy_reflow")):
+        for label, name in FLOWS:
             r = score_run(runs / f"{name}_s{seed}", seed, n, sliced)
             res[label].append(r)
             print(f"{label} seed {seed}: S = {r['S']:.4f} ± {r['S_se']:.4f}; " + "; ".join(
