@@ -6,7 +6,8 @@ network and hands the output to the process's one conversion
 (:meth:`~trilemma.processes.base.LinearProcess.prediction_to_score`), which returns the score on
 the noise-driven block (the convention of every sampler):
 
-- scalar processes: ``eps``, ``x0``, ``v``, raw ``score`` or ``edm``; the input is scaled by
+- scalar processes: ``eps``, ``x0``, ``v``, raw ``score`` or ``edm`` (and ``velocity``,
+  ``eps - x0``, on the rectified flow: :mod:`trilemma.processes.flow`); the input is scaled by
   ``c_in = 1/sqrt(alpha^2 sigma_data^2 + sigma^2)`` so the network sees unit-variance input for
   VP and VE alike. ``edm`` is EDM's full preconditioning (Karras et al. 2022) through the VE
   equivalent ``sigma = sigma_t/alpha_t``, ``x = u/alpha_t``: the same ``c_in`` (it is EDM's

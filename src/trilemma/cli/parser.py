@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, list[str]] = {}
     for name, spec in SAMPLERS.items():
         groups.setdefault(spec.processes, []).append(name)
-    kinds = {"any": "any process", "scalar": "VP/sub-VP/VE only", "cld": "CLD only"}
+    kinds = {"any": "any process", "scalar": "VP/sub-VP/VE/rectified flow only", "cld": "CLD only"}
     listing = "; ".join(f"{kinds.get(k, k)}: {', '.join(v)}" for k, v in groups.items())
     listing += ("; DDGAN runs: ddgan (NFE = the model's number of steps). LSGM runs take "
                 "any sampler of their latent process")

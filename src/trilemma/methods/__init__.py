@@ -1,12 +1,13 @@
-"""What a user trains: data-space score models, LSGM (latent SGM), Denoising Diffusion GANs,
-consistency models distilled from a teacher, and the noise-conditional classifier that guides a
-score model."""
+"""What a user trains: data-space score models (the rectified flow among them), reflow, LSGM
+(latent SGM), Denoising Diffusion GANs, consistency models distilled from a teacher, and the
+noise-conditional classifier that guides a score model."""
 
 from .consistency import ConsistencyModel
 from .ddgan import DDGAN, DDGANSchedule
 from .lsgm import LSGM
 from .noise_classifier import NoiseClassifier
+from .reflow import Reflow
 from .score_model import OBJECTIVES, ScoreModel
 
 __all__ = ["DDGAN", "LSGM", "OBJECTIVES", "ConsistencyModel", "DDGANSchedule", "NoiseClassifier",
-           "ScoreModel"]
+           "Reflow", "ScoreModel"]

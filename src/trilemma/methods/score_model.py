@@ -19,6 +19,7 @@ from ..objectives.dsm import check_t_sampling, likelihood_importance
 from ..parametrization import Parametrization
 from ..processes.base import LinearProcess, ScoreFn
 from ..processes.cld import CLD
+from ..processes.flow import RectifiedFlow
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
 from .base import Method, auto_divergence
@@ -36,9 +37,11 @@ class ScoreModel(Method):
         net: any network ``net(u, t[, labels])``; for CLD it sees ``(x, v)`` (2C channels) and
             outputs C channels.
         data_shape: shape of one data sample (without batch), e.g. ``(2,)`` or ``(1, 8, 8)``.
-        prediction: ``eps``/``x0``/``v``/``score``; ``mixed``/``score`` for CLD.
+        prediction: ``eps``/``x0``/``v``/``score``/``edm``; ``mixed``/``score`` for CLD;
+            ``velocity`` (the default) for the rectified flow.
         objective: ``dsm`` (VP/sub-VP/VE), ``hsm`` or ``cld_dsm`` (CLD).
-        weighting: see :mod:`trilemma.objectives` (``edm``: EDM's ``lambda(sigma)``, DSM only).
+        weighting: see :mod:`trilemma.objectives` (``edm``: EDM's ``lambda(sigma)``, DSM only;
+            ``velocity``, the rectified flow's objective and its default).
         sigma_data: the data's scale (RMS) for the input scaling and the ``edm`` prediction and
             weighting.
         t_sampling: DSM's training times: ``uniform`` or ``lognormal`` (EDM's
@@ -76,7 +79,8 @@ class ScoreModel(Method):
             raise ValueError(
                 f"objective {objective!r} does not fit process {process.name!r}; use {fits}"
             )
-        weighting = weighting or OBJECTIVES[objective][0]
+        weighting = weighting or ("velocity" if isinstance(process, RectifiedFlow)
+                                  else OBJECTIVES[objective][0])
         if weighting not in OBJECTIVES[objective]:
             raise ValueError(
                 f"weighting {weighting!r} does not fit objective {objective!r}; "

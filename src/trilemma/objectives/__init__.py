@@ -4,12 +4,20 @@
 ``lambda(sigma)``.
 """
 
-from .dsm import DSM_WEIGHTINGS, LOGNORMAL_WEIGHTINGS, T_SAMPLINGS, dsm_loss, likelihood_importance
+from .dsm import (
+    DSM_WEIGHTINGS,
+    FLOW_WEIGHTINGS,
+    LOGNORMAL_WEIGHTINGS,
+    T_SAMPLINGS,
+    dsm_loss,
+    likelihood_importance,
+)
 from .hsm import HSM_WEIGHTINGS, cld_dsm_loss, hsm_loss
 from .tsampling import ImportanceTimes, edm_loss_weight, edm_sigma_times, uniform_times
 
 __all__ = [
     "DSM_WEIGHTINGS",
+    "FLOW_WEIGHTINGS",
     "HSM_WEIGHTINGS",
     "ImportanceTimes",
     "LOGNORMAL_WEIGHTINGS",

@@ -13,7 +13,10 @@ data dimensions, ``lambda(t) || s_theta(x_t, t) + eps/sigma_t ||^2`` with
   denoiser error ``||x0_hat - x0||^2`` in the VE-equivalent ``sigma = sigma_t/alpha_t``; as the
   epsilon MSE is ``||x0_hat - x0||^2 / sigma^2``, the loss is the epsilon MSE times
   ``1 + sigma^2/sigma_data^2``. With the ``edm`` prediction it is ``||F_theta - F_target||^2``,
-  unit weight on the network's own output at every noise level.
+  unit weight on the network's own output at every noise level;
+- ``velocity``: the rectified flow's objective ``||v_theta - (eps - x0)||^2`` (REFERENCE §10.2):
+  with ``s = -(x + (1 - t) v)/t`` the residual ``sigma^2 ||s + eps/sigma||^2`` is
+  ``(1 - t)^2 ||v - (eps - x0)||^2``, so the weight is ``1/alpha_t^2`` (rectified flow only).
 
 Times: ``t_sampling = "uniform"`` draws ``t ~ U[train_eps, T]`` (``likelihood_is`` draws its
 own); ``"lognormal"`` draws EDM's ``ln sigma ~ N(p_mean, p_std^2)``
@@ -29,9 +32,12 @@ import torch
 from torch import Tensor
 
 from ..processes.base import ScalarProcess, per_sample
+from ..processes.flow import RectifiedFlow
 from .tsampling import ImportanceTimes, edm_loss_weight, edm_sigma_times, uniform_times
 
-DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is", "edm")
+DSM_WEIGHTINGS = ("quality", "likelihood", "likelihood_is", "edm", "velocity")
+#: the weightings that need the rectified flow (``alpha_t = 1 - t``, ``sigma_t = t``)
+FLOW_WEIGHTINGS = ("velocity",)
 T_SAMPLINGS = ("uniform", "lognormal")
 #: the weightings that may use EDM's log-normal noise levels
 LOGNORMAL_WEIGHTINGS = ("quality", "edm")
@@ -84,24 +90,37 @@ def dsm_loss(
     p_mean: float = -1.2,
     p_std: float = 1.2,
     sigma_data: float = 0.5,
+    noise: Tensor | None = None,
 ) -> Tensor:
-    """Per-sample DSM loss (shape ``(B,)``) of a score model ``model(u, t[, labels])``."""
+    """Per-sample DSM loss (shape ``(B,)``) of a score model ``model(u, t[, labels])``;
+    ``noise`` (default: fresh) couples each ``x0`` with a given ``eps`` (reflow's pairs)."""
     if weighting not in DSM_WEIGHTINGS:
         raise ValueError(f"unknown DSM weighting {weighting!r}; valid: {', '.join(DSM_WEIGHTINGS)}")
     check_t_sampling(t_sampling, weighting)
     if not isinstance(process, ScalarProcess):
         raise ValueError(f"DSM here is for VP/sub-VP/VE processes; use HSM for {process.name!r}")
+    if weighting in FLOW_WEIGHTINGS and not isinstance(process, RectifiedFlow):
+        raise ValueError(f"weighting {weighting!r} is the rectified flow's objective; process "
+                         f"{process.name!r} needs another weighting")
     ratio = None
     if t is None:
         t, ratio = _draw_times(process, x0.shape[0], weighting, t_sampling, generator,
                                x0.device, importance, (p_mean, p_std))
     t = t.to(device=x0.device, dtype=x0.dtype)
-    u, eps = process.perturb(x0, t, generator)
+    if noise is None:
+        u, eps = process.perturb(x0, t, generator)
+    else:
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, x0 {tuple(x0.shape)}")
+        eps = noise.to(x0.dtype)
+        u = per_sample(process.alpha(t), x0) * x0 + per_sample(process.sigma(t), x0) * eps
     s = model(u, t) if labels is None else model(u, t, labels)
     sigma = per_sample(process.sigma(t), u)
     residual = (sigma * s + eps).flatten(1).pow(2).mean(1)  # = sigma^2 ||s + eps/sigma||^2 / D
     if weighting == "quality":
         return residual
+    if weighting == "velocity":  # (1 - t)^2 ||v - (eps - x0)||^2 / (1 - t)^2
+        return residual / (process.alpha(t) ** 2).to(x0.dtype)
     if weighting == "edm":  # sigma^2 lambda(sigma) = 1 + sigma^2 / sigma_data^2
         sig = torch.exp(-process.log_snr(t))
         return (sig**2 * edm_loss_weight(sig, sigma_data)).to(x0.dtype) * residual

@@ -1,4 +1,4 @@
-"""Linear forward SDEs: VP (linear, cosine), sub-VP, geometric VP, VE and CLD."""
+"""Linear forward SDEs: VP (linear, cosine), sub-VP, geometric VP, VE, rectified flow, CLD."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import LinearProcess, ScalarProcess, ScoreFn
 from .cld import CLD
+from .flow import FLOW_PREDICTIONS, RectifiedFlow
 from .scalar import VE, VP, GeometricVP, SubVP, VPCosine, VPFamily
 from .tensors import per_sample
 
@@ -15,6 +16,7 @@ PROCESSES: dict[str, type[LinearProcess]] = {
     "subvp": SubVP,
     "geometric_vp": GeometricVP,
     "ve": VE,
+    "rectified_flow": RectifiedFlow,
     "cld": CLD,
 }
 
@@ -35,12 +37,14 @@ def get_process(name: str, **kwargs: Any) -> LinearProcess:
 
 __all__ = [
     "CLD",
+    "FLOW_PREDICTIONS",
     "PROCESSES",
     "VE",
     "VP",
     "GeometricVP",
     "LinearProcess",
     "ScalarProcess",
+    "RectifiedFlow",
     "ScoreFn",
     "SubVP",
     "VPCosine",

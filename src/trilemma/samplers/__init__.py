@@ -23,7 +23,7 @@ from .grids import (
 )
 from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sample_rk4
 from .pc import sample_pc
-from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, samplers_for
+from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, sample_from, samplers_for
 from .sscs import sample_sscs
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "log_snr_grid",
     "quadratic_grid",
     "sample",
+    "sample_from",
     "sample_ddim",
     "sample_dpm_solver",
     "sample_edm_heun",

@@ -71,7 +71,7 @@ def _require_scalar(process: LinearProcess, grid: str) -> ScalarProcess:
     if not isinstance(process, ScalarProcess):
         raise TypeError(
             f"the {grid} grid needs a scalar process with a log-SNR (vp, vp_cosine, subvp, "
-            f"geometric_vp, ve), got {getattr(process, 'name', process)!r}"
+            f"geometric_vp, ve, rectified_flow), got {getattr(process, 'name', process)!r}"
         )
     return process
 

@@ -28,9 +28,13 @@ from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
 
-SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve")
+SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
 CLD_PROCESSES = ("cld",)
 ALL_PROCESSES = SCALAR_PROCESSES + CLD_PROCESSES
+#: processes whose samplers end without Tweedie's denoising call by default and whose ODE
+#: samplers step uniformly in t (Liu et al.'s Euler): the rectified flow's noise at eps is
+#: sigma = eps itself (1e-3), so N Euler steps cost N NFE from T to eps
+FLOW_PROCESSES = ("rectified_flow",)
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,20 @@ class SamplerSpec:
     min_steps: int = 1
     adaptive: bool = False
     description: str = ""
-    #: whether ``sample`` ends with Tweedie's denoising call by default
+    #: whether ``sample`` ends with Tweedie's denoising call by default (never on a flow)
     denoise: bool = True
+    #: the default grid on a flow process (FLOW_PROCESSES); "" for ``grid``
+    grid_flow: str = ""
 
     def default_grid(self, process: LinearProcess) -> str:
-        """The grid name used when none is given (CLD has its own)."""
+        """The grid name used when none is given (CLD and the flows have their own)."""
+        if process.name in FLOW_PROCESSES and self.grid_flow:
+            return self.grid_flow
         return self.grid_cld if isinstance(process, CLD) else self.grid
+
+    def denoises(self, process: str | None) -> bool:
+        """Whether ``sample`` ends with the denoising call on the named process by default."""
+        return self.denoise and process not in FLOW_PROCESSES
 
     def supports(self, process: LinearProcess) -> bool:
         """Whether the sampler can run on ``process``."""
@@ -115,13 +127,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
                        defaults={"method": "dopri5", "rtol": 1e-5, "atol": 1e-5},
                        description="probability-flow ODE, adaptive dopri5 (NFE budget = cap)"),
     "euler": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("euler"),
-                         defaults={"method": "euler"},
+                         defaults={"method": "euler"}, grid_flow="uniform",
                          description="probability-flow ODE, fixed-step Euler"),
     "heun": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("heun"),
-                        defaults={"method": "heun"},
+                        defaults={"method": "heun"}, grid_flow="uniform",
                         description="probability-flow ODE, fixed-step Heun"),
     "rk4": SamplerSpec(sample_ode, "log_snr", "quadratic", _stages("rk4"),
-                       defaults={"method": "rk4"},
+                       defaults={"method": "rk4"}, grid_flow="uniform",
                        description="probability-flow ODE, fixed-step RK4"),
     "ddim": SamplerSpec(sample_ddim, "log_snr", "log_snr", _one, processes="scalar",
                         defaults={"eta": 0.0}, description="DDIM (eta = 0 deterministic)"),
@@ -188,7 +200,7 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
                              f"named {options[key]!r} instead")
     if nfe is not None:
         try:
-            minimum = spec.min_nfe(True, **options)
+            minimum = spec.min_nfe(spec.denoises(process), **options)
         except ValueError as err:
             raise ValueError(f"options: {err}") from None
         if nfe < minimum:
@@ -218,11 +230,38 @@ def sample(
     None; a grid over budget is an error), a grid name (``get_grid``) or None for the sampler's
     default. For the adaptive ``'ode'`` sampler ``nfe`` is a cap (None: no cap). Extra ``opts``
     go to the sampler (e.g. ``eta``, ``order``, ``n_corrector``, ``snr``, ``rtol``).
-    ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoise``) adds Tweedie's
+    ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoises``) adds Tweedie's
     final denoising call.
     """
+    _check_call(name, process, opts)
+    if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
+            or len(shape) < 2:
+        raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
+    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    u_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
+                denoise=denoise, trajectory=trajectory, progress=progress)
+
+
+def sample_from(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor,
+                nfe: int | None, *, generator: torch.Generator | None = None,
+                grid: Tensor | str | None = None, denoise: bool | None = None,
+                trajectory: bool = False, progress: bool = False, **opts: Any) -> SampleResult:
+    """:func:`sample` from a given start state ``u_T`` instead of a prior draw (reflow pairs
+    its own seeded noise with the samples this way)."""
+    _check_call(name, process, opts)
+    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
+                denoise=denoise, trajectory=trajectory, progress=progress)
+
+
+def _check_call(name: str, process: LinearProcess, opts: dict[str, Any]) -> None:
+    """The sampler exists, fits ``process`` and takes ``opts``."""
     spec = _get_spec(name)
-    denoise = spec.denoise if denoise is None else bool(denoise)
     if not isinstance(process, LinearProcess):
         raise TypeError(f"process must be a trilemma LinearProcess, got {type(process).__name__}")
     if not spec.supports(process):
@@ -234,11 +273,13 @@ def sample(
         check_sampler(name, None, None, opts)
     except ValueError as err:
         raise ValueError(str(err).removeprefix("options: ")) from None
-    if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
-            or len(shape) < 2:
-        raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
-    if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+
+
+def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str | None,
+          denoise: bool | None, opts: dict[str, Any]) -> tuple[Tensor, dict[str, Any], bool]:
+    """The time grid, the sampler's keyword options and the denoising flag for a budget."""
+    spec = _get_spec(name)
+    denoise = spec.denoises(process.name) if denoise is None else bool(denoise)
     kwargs = {**spec.defaults, **opts}
     if spec.adaptive:
         if isinstance(grid, str):
@@ -269,9 +310,13 @@ def sample(
             )
         n_steps = spec.steps_for(nfe, denoise, **opts)
         grid = get_grid(spec.default_grid(process) if grid is None else grid, process, n_steps)
-    u_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
-    result = spec.fn(score_fn, process, u_T, grid, generator=generator, denoise=denoise,
-                     trajectory=trajectory, progress=progress, **kwargs)
+    return grid, kwargs, denoise
+
+
+def _run(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor, grid: Tensor,
+         nfe: int | None, kwargs: dict[str, Any], **run: Any) -> SampleResult:
+    """Call sampler ``name`` and record its name and budget in the result."""
+    result = _get_spec(name).fn(score_fn, process, u_T, grid, **run, **kwargs)
     result.info["sampler_name"] = name
     result.info["nfe_budget"] = nfe
     return result

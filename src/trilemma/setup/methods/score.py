@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...methods.score_model import OBJECTIVES, ScoreModel
 from ...nets import NETS, build_net
-from ...objectives import LOGNORMAL_WEIGHTINGS, T_SAMPLINGS
-from ...parametrization import CLD_PREDICTIONS, SCALAR_PREDICTIONS
-from ...processes import get_process
+from ...objectives import FLOW_WEIGHTINGS, LOGNORMAL_WEIGHTINGS, T_SAMPLINGS
+from ...parametrization import SCALAR_PREDICTIONS
+from ...processes import PROCESSES, get_process
 from ..registry import MethodSetup
 from ..schema import ConfigError, coerce, is_num, show, suggest
 from ..sections import DERIVED_NET_KEYS, size_net, validate_subnet, wrap_errors
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 MODEL_KEYS = ("method", "net", "prediction", "objective", "weighting", "sigma_data",
               "label_dropout", "t_sampling", "p_mean", "p_std")
+#: the rectified flow's process name (its default weighting is ``velocity``)
+FLOW = "rectified_flow"
 #: ``model.sigma_data: auto``: estimated from the training data when a run starts
 #: (:func:`trilemma.setup.build.resolve_from_data`), stored as a number in the run's config
 AUTO = "auto"
@@ -65,7 +67,7 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
                           default=want or "unet", want=want, fits=fits)
     if net is not None:
         out["net"] = net
-    preds = CLD_PREDICTIONS if is_cld else SCALAR_PREDICTIONS
+    preds = PROCESSES[process].predictions if process in PROCESSES else SCALAR_PREDICTIONS
     pred = raw.get("prediction")
     if pred is None:
         out["prediction"] = preds[0] if process else None
@@ -84,17 +86,31 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
         obj = False
     obj = fits_obj[0] if obj is None else (obj or None)
     out["objective"] = obj
-    w = raw.get("weighting")
-    if obj is not None:
-        w = _choice("weighting", w, OBJECTIVES[obj], f"objective {obj!r}", problems)
-    out["weighting"] = w
+    out["weighting"] = _weighting(raw.get("weighting"), obj, process, problems)
     sd = raw.get("sigma_data", 0.5)
     out["sigma_data"] = sd if sd == AUTO else _number(
         "sigma_data", sd, lambda v: v > 0, "a positive number or 'auto'", problems)
     out["label_dropout"] = _number("label_dropout", raw.get("label_dropout", 0.1),
                                    lambda v: 0 <= v < 1, "a number in [0, 1)", problems)
-    out.update(_t_sampling(raw, is_cld, obj, w, problems))
+    out.update(_t_sampling(raw, is_cld, obj, out["weighting"], problems))
     return out
+
+
+def _weighting(given: Any, objective: str | None, process: str | None,
+               problems: list[str]) -> Any:
+    """The objective's weighting: the rectified flow defaults to its ``velocity`` objective,
+    which no other process takes."""
+    if objective is None:
+        return given
+    if process == FLOW and given is None:
+        return FLOW_WEIGHTINGS[0]
+    if process is not None and process != FLOW and given in FLOW_WEIGHTINGS:
+        problems.append(f"model.weighting: {show(given)} is the rectified flow's objective "
+                        f"(process.name: {FLOW}); process {process!r} needs another weighting")
+        return given
+    valid = tuple(w for w in OBJECTIVES[objective]
+                  if process in (None, FLOW) or w not in FLOW_WEIGHTINGS)
+    return _choice("weighting", given, valid, f"objective {objective!r}", problems)
 
 
 def _t_sampling(raw: dict[str, Any], is_cld: bool, objective: str | None, weighting: Any,
