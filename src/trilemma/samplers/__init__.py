@@ -11,14 +11,25 @@ from .dpm_solver import sample_dpm_solver
 from .edm import sample_edm_heun
 from .euler_maruyama import sample_euler_maruyama
 from .gddim import sample_gddim
+from .grid_tuning import (
+    TunedGrid,
+    grid_error,
+    projection_directions,
+    reference_solve,
+    sliced_w2,
+    tune_grid,
+)
 from .grids import (
     GRIDS,
     edm_grid,
     edm_sigmas,
     get_grid,
+    grid_from_fractions,
     log_snr_grid,
     quadratic_grid,
     sqrt_grid,
+    tuned_grid,
+    tuned_keys,
     uniform_grid,
 )
 from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sample_rk4
@@ -33,6 +44,7 @@ __all__ = [
     "ODEBudgetExceeded",
     "SampleResult",
     "SamplerSpec",
+    "TunedGrid",
     "check_finite",
     "check_grid",
     "check_sampler",
@@ -41,8 +53,12 @@ __all__ = [
     "edm_grid",
     "edm_sigmas",
     "get_grid",
+    "grid_from_fractions",
+    "grid_error",
     "log_snr_grid",
+    "projection_directions",
     "quadratic_grid",
+    "reference_solve",
     "sample",
     "sample_ddim",
     "sample_dpm_solver",
@@ -56,6 +72,10 @@ __all__ = [
     "sample_rk4",
     "sample_sscs",
     "samplers_for",
+    "sliced_w2",
     "sqrt_grid",
+    "tune_grid",
+    "tuned_grid",
+    "tuned_keys",
     "uniform_grid",
 ]
