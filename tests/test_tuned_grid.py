@@ -27,6 +27,7 @@ from trilemma.samplers import (
 )
 from trilemma.samplers.grids import check_fractions
 from trilemma.samplers.tuned_table import TUNED_FRACTIONS
+from trilemma.setup.sections import validate_sample
 
 F64 = torch.float64
 SCALAR = ["vp", "ve", "subvp"]
@@ -219,3 +220,15 @@ def test_grid_option_is_checked_like_other_sampler_options() -> None:
     with pytest.raises(ValueError, match=r"options: unknown option\(s\) \['grid'\] for sampler "
                                          "'ode'"):
         check_sampler("ode", "vp", 100, {"grid": "uniform"})
+
+
+def test_config_sample_section_checks_the_tuned_grid() -> None:
+    """A config's ``sample.options.grid`` goes through the same check (and is not consumed)."""
+    opts = {"grid": "tuned"}
+    problems: list[str] = []
+    out = validate_sample({"sampler": "dpm3m", "nfe": 10, "options": opts}, "subvp", problems)
+    assert problems == [] and out["options"] == {"grid": "tuned"} and opts == {"grid": "tuned"}
+    validate_sample({"sampler": "dpm3m", "nfe": 8, "options": opts}, "subvp", problems)
+    assert problems == ["sample.options: no tuned grid for sampler 'dpm3m' on process 'subvp' at "
+                        "NFE 8 (8 steps); stored for this pair: NFE 5, NFE 10; use grid log_snr "
+                        "or tune one (trilemma.samplers.tune_grid)"]
