@@ -29,7 +29,7 @@ from trilemma.oracle import get_mixture
 from trilemma.processes import get_process
 from trilemma.samplers import SAMPLERS, tune_grid
 
-TUNED_SAMPLERS = ("dpm2m", "dpm3m")
+TUNED_SAMPLERS = ("dpm2m", "dpm3m", "unipc")
 SCALAR = ("vp", "ve", "subvp")
 #: best diffusers scheduler at NFE 20 on grid25 / VP, seed 0, n = 6000 (docs/BENCHMARKS.md, "SW2
 #: vs NFE", UniPC 0.07509), and the converged probability-flow SW2 of the same draw (dpm3m at

@@ -48,7 +48,7 @@ def pf_map(proc, u_T: torch.Tensor, t0: float, t1: float) -> torch.Tensor:  # no
 
 # ---------------------------------------------------------------------------- stored grids
 def test_table_covers_five_and_ten_calls() -> None:
-    for sname in ("dpm2m", "dpm3m"):
+    for sname in ("dpm2m", "dpm3m", "unipc"):
         for pname in SCALAR:
             assert {k[2] for k in tuned_keys(sname, pname)} >= {5, 10}, (sname, pname)
 
@@ -83,7 +83,7 @@ def test_grid_from_fractions_places_log_snr(pname: str) -> None:
     assert torch.allclose(grid_from_fractions(proc, uni), log_snr_grid(proc, 5), atol=1e-9)
 
 
-@pytest.mark.parametrize("sname", ["dpm2m", "dpm3m"])
+@pytest.mark.parametrize("sname", ["dpm2m", "dpm3m", "unipc"])
 @pytest.mark.parametrize("nfe", [5, 10])
 def test_sample_with_tuned_grid_counts_nfe_exactly(sname: str, nfe: int) -> None:
     """NFE budget = solver steps (no denoising call); the stored grid is the one used."""
@@ -99,7 +99,7 @@ def test_sample_with_tuned_grid_counts_nfe_exactly(sname: str, nfe: int) -> None
 
 
 @pytest.mark.parametrize("pname", SCALAR)
-@pytest.mark.parametrize("sname", ["dpm2m", "dpm3m"])
+@pytest.mark.parametrize("sname", ["dpm2m", "dpm3m", "unipc"])
 @pytest.mark.parametrize("nfe", [5, 10])
 def test_stored_grid_beats_log_snr_on_fresh_draws(pname: str, sname: str, nfe: int) -> None:
     """On prior draws the tuner never saw (seed 7), the stored grid lands closer (sliced W2)

@@ -36,6 +36,7 @@ from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sampl
 from .pc import sample_pc
 from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, samplers_for
 from .sscs import sample_sscs
+from .unipc import sample_unipc
 
 __all__ = [
     "GRIDS",
@@ -71,6 +72,7 @@ __all__ = [
     "sample_pc",
     "sample_rk4",
     "sample_sscs",
+    "sample_unipc",
     "samplers_for",
     "sliced_w2",
     "sqrt_grid",

@@ -27,6 +27,7 @@ from .grids import GRIDS, get_grid, tuned_keys
 from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
+from .unipc import sample_unipc
 
 SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve")
 CLD_PROCESSES = ("cld",)
@@ -132,6 +133,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
                          defaults={"order": 2}, description="DPM-Solver++(2M)", denoise=False),
     "dpm3m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
                          defaults={"order": 3}, description="DPM-Solver++(3M)", denoise=False),
+    # UniPC's corrector reuses the next step's call, so it has no denoising call either
+    "unipc": SamplerSpec(sample_unipc, "log_snr", "log_snr", _one, processes="scalar",
+                         defaults={"order": 2}, description="UniPC-2 (bh2) predictor-corrector",
+                         denoise=False),
     "edm": SamplerSpec(sample_edm_heun, "edm", "edm", lambda _o: 2, processes="scalar",
                        description="EDM Heun in sigma/alpha (Euler last step = denoising)"),
     "sscs": SamplerSpec(sample_sscs, "quadratic", "quadratic", _one, processes="cld",
