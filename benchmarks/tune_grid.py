@@ -178,35 +178,43 @@ def _per_seed_ratio(records: list[dict], cell: dict, label: str) -> list[float]:
             and all(r[k] == v for k, v in cell.items())]
 
 
+#: samplers added with the tuned grids: not "previous"
+NEW_SOLVERS = ("unipc",)
+
+
+def _is_new(label: str) -> bool:
+    return "+tuned" in label or label in NEW_SOLVERS
+
+
 def _row(records: list[dict], mname: str, pname: str, nfe: int) -> str:
     """One markdown row of the summary table."""
     cell = {"mixture": mname, "process": pname, "nfe_budget": nfe}
     st = _stats(records, **cell)
     conv = _stats(records, mixture=mname, process=pname, nfe_budget=CONVERGED_NFE)
-    prev = {k: v for k, v in st.items() if "+tuned" not in k}
-    new = {k: v for k, v in st.items() if "+tuned" in k}
+    prev = {k: v for k, v in st.items() if not _is_new(k)}
+    new = {k: v for k, v in st.items() if _is_new(k)}
     bp = min(prev, key=lambda k: prev[k]["mean"])
     floor = next(r for r in records if r["mixture"] == mname)
     tail = f"{floor['floor_mean']:.4f} ± {floor['floor_std']:.4f} |"
+    head = f"| {mname} | {pname} | {nfe} | {bp}: {_fmt(prev[bp])} | "
     if not new:
-        return (f"| {mname} | {pname} | {nfe} | {bp}: {_fmt(prev[bp])} | – | – | – | – | – | – | "
-                + tail)
+        return head + "– | " * 8 + tail
     bn = min(new, key=lambda k: new[k]["mean"])
     ratios = _per_seed_ratio(records, cell, bn)
     spread = new[bn]["spread"]
     met = sum(r <= 1.0 for r in ratios)
     ok = spread is not None and 0.8 <= spread <= 1.25
     verdict = f"{met}/{len(ratios)} seeds" + ("" if ok else ", spread out")
-    return (f"| {mname} | {pname} | {nfe} | {bp}: {_fmt(prev[bp])} | "
-            f"{_fmt(new.get('dpm2m+tuned'))} | {_fmt(new.get('dpm3m+tuned'))} | "
-            f"{_fmt(conv.get('converged'))} | {bn.split('+')[0]}: "
+    cols = [_fmt(new.get(k)) for k in ("unipc", "dpm2m+tuned", "dpm3m+tuned", "unipc+tuned")]
+    return (head + " | ".join(cols) + f" | {_fmt(conv.get('converged'))} | {bn}: "
             f"{' '.join(f'{r:.2f}' for r in ratios)} | {spread:.2f} | {verdict} | " + tail)
 
 
 def summary_markdown(records: list[dict], seeds: list[int], nfes: list[int]) -> str:
-    head = ("| mixture | process | NFE | best previous: SW2 | dpm2m + tuned | dpm3m + tuned | "
-            f"converged (dpm3m, NFE {CONVERGED_NFE}) | best tuned: SW2 / target, per seed | "
-            "spread (best tuned) | target met | noise floor |\n" + "| --- " * 11 + "|")
+    head = ("| mixture | process | NFE | best previous: SW2 | unipc (log-SNR grid) | "
+            "dpm2m + tuned | dpm3m + tuned | unipc + tuned | "
+            f"converged (dpm3m, NFE {CONVERGED_NFE}) | best new: SW2 / target, per seed | "
+            "spread (best new) | target met | noise floor |\n" + "| --- " * 13 + "|")
     cells = sorted({(r["mixture"], r["process"]) for r in records},
                    key=lambda mp: (bench.MIXTURES.index(mp[0]), bench.PROCESSES.index(mp[1])))
     rows = [_row(records, m, p, nfe) for nfe in nfes for m, p in cells]
