@@ -264,3 +264,16 @@ def test_train_under_torchrun_uses_ddp_and_rank_zero_writes(tmp_path):
     state = json.loads((latest_checkpoint(run) / "state.json").read_text())
     assert state["world_size"] == 2
     assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()
+
+
+def test_sample_with_the_tuned_grid(toy_run, capsys, tmp_path):
+    """``--opt grid=tuned`` reaches the sampler (5 calls, the stored 5-step grid); a budget
+    without a stored grid is refused up front, naming the stored ones."""
+    _, _, run, _ = toy_run
+    code, out, _ = _run(capsys, "sample", run, "--sampler", "unipc", "--nfe", "5", "--n", "20",
+                        "--opt", "grid=tuned", "--out", tmp_path / "t.npz")
+    assert code == 0 and int(np.load(tmp_path / "t.npz")["nfe"]) == 5
+    code, _, err = _run(capsys, "sample", run, "--sampler", "dpm2m", "--nfe", "7", "--opt",
+                        "grid=tuned", "--out", tmp_path / "u.npz")
+    assert code == 2 and "--opt: no tuned grid for sampler 'dpm2m' on process 'vp' at NFE 7" in err
+    assert "stored for this pair: NFE 5, NFE 10" in err

@@ -308,12 +308,12 @@ def test_sample_with_cld_samplers_and_explicit_grid() -> None:
 
 
 def test_registry_covers_every_sampler() -> None:
-    assert set(SAMPLERS) >= {"em", "pc", "ode", "heun", "rk4", "ddim", "dpm2m", "dpm3m", "edm",
-                             "sscs", "gddim"}
+    assert set(SAMPLERS) >= {"em", "pc", "ode", "heun", "rk4", "ddim", "dpm2m", "dpm3m", "unipc",
+                             "edm", "sscs", "gddim"}
     vp, cld = get_process("vp"), get_process("cld")
     for name, spec in SAMPLERS.items():
         assert spec.supports(vp) == (name not in ("sscs", "gddim"))
-        assert spec.supports(cld) == (name not in ("ddim", "dpm2m", "dpm3m", "edm"))
+        assert spec.supports(cld) == (name not in ("ddim", "dpm2m", "dpm3m", "unipc", "edm"))
 
 
 def test_generator_reproducibility_and_trajectory() -> None:

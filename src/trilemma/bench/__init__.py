@@ -43,15 +43,23 @@ from .render import (
     write_bench_report,
     write_outputs,
 )
-from .run import measure_overhead, run_benchmark, run_trilemma, trilemma_overhead_run
+from .run import (
+    main_reference,
+    measure_overhead,
+    run_benchmark,
+    run_trilemma,
+    score_samples,
+    trilemma_overhead_run,
+)
 from .summary import headline, main_runs, run_ok
 
 __all__ = [
     "DIFFUSERS_BETAS", "DIFFUSERS_SCHEDULERS", "METRIC_TITLES", "MIXTURES", "NFES", "PROCESSES",
     "BenchConfig", "OracleEpsModel", "detail_table", "diffusers_n_steps",
-    "diffusers_overhead_run", "diffusers_version", "headline", "headline_text", "main_runs",
+    "diffusers_overhead_run", "diffusers_version", "headline", "headline_text", "main_reference",
+    "main_runs",
     "make_scheduler", "measure_overhead", "overhead_table", "plot_bench_quality_vs_time",
     "plot_results", "report_markdown", "run_benchmark", "run_diffusers", "run_ok",
-    "run_trilemma", "sw2_tables", "trilemma_overhead_run", "write_bench_report",
+    "run_trilemma", "score_samples", "sw2_tables", "trilemma_overhead_run", "write_bench_report",
     "write_outputs",
 ]

@@ -189,6 +189,20 @@ def _floor(mix: GaussianMixture, n: int, cfg: BenchConfig, gen: torch.Generator)
                        "exact_report": exact_report}
 
 
+def main_reference(cfg: BenchConfig, mixture: str) -> tuple[SlicedReference, dict]:
+    """The main set's reference and SW2 noise floor for ``mixture``, drawn exactly as
+    :func:`run_benchmark` draws them, so other scripts' runs pair with its tables."""
+    i = cfg.mixtures.index(mixture)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 + i)
+    return _floor(get_mixture(mixture), cfg.n_samples[mixture], cfg, gen)
+
+
+def score_samples(mixture: GaussianMixture, samples: Tensor, reference: SlicedReference
+                  ) -> dict:
+    """The benchmark's metric record of one run's samples (SW2, quality, modes, spread, ...)."""
+    return _evaluate(mixture, samples, reference)
+
+
 def _checked(cfg: BenchConfig) -> BenchConfig:
     """``cfg`` validated; without diffusers installed, with the peer switched off."""
     unknown = sorted(set(cfg.mixtures) - set(MIXTURES) - {"two_mode_1d"})

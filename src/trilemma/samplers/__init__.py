@@ -11,20 +11,32 @@ from .dpm_solver import sample_dpm_solver
 from .edm import sample_edm_heun
 from .euler_maruyama import sample_euler_maruyama
 from .gddim import sample_gddim
+from .grid_tuning import (
+    TunedGrid,
+    grid_error,
+    projection_directions,
+    reference_solve,
+    sliced_w2,
+    tune_grid,
+)
 from .grids import (
     GRIDS,
     edm_grid,
     edm_sigmas,
     get_grid,
+    grid_from_fractions,
     log_snr_grid,
     quadratic_grid,
     sqrt_grid,
+    tuned_grid,
+    tuned_keys,
     uniform_grid,
 )
 from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sample_rk4
 from .pc import sample_pc
 from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, sample_from, samplers_for
 from .sscs import sample_sscs
+from .unipc import sample_unipc
 
 __all__ = [
     "GRIDS",
@@ -33,6 +45,7 @@ __all__ = [
     "ODEBudgetExceeded",
     "SampleResult",
     "SamplerSpec",
+    "TunedGrid",
     "check_finite",
     "check_grid",
     "check_sampler",
@@ -41,8 +54,12 @@ __all__ = [
     "edm_grid",
     "edm_sigmas",
     "get_grid",
+    "grid_from_fractions",
+    "grid_error",
     "log_snr_grid",
+    "projection_directions",
     "quadratic_grid",
+    "reference_solve",
     "sample",
     "sample_from",
     "sample_ddim",
@@ -56,7 +73,12 @@ __all__ = [
     "sample_pc",
     "sample_rk4",
     "sample_sscs",
+    "sample_unipc",
     "samplers_for",
+    "sliced_w2",
     "sqrt_grid",
+    "tune_grid",
+    "tuned_grid",
+    "tuned_keys",
     "uniform_grid",
 ]

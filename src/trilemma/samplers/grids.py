@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..processes.base import LinearProcess, ScalarProcess
+from .tuned_table import TUNED_FRACTIONS
 
 _F64 = torch.float64
 
@@ -106,17 +107,71 @@ def edm_grid(process: LinearProcess, n_steps: int, rho: float = 7.0, t_min: floa
     return _finalise(proc.t_from_log_snr(-torch.log(sig)), lo, hi, "edm")
 
 
+def check_fractions(fractions: Tensor | list[float] | tuple[float, ...], n_steps: int) -> Tensor:
+    """The ``n_steps - 1`` interior log-SNR fractions as float64, increasing strictly in (0, 1)."""
+    f = torch.as_tensor(fractions, dtype=_F64).flatten()
+    if f.numel() != n_steps - 1:
+        raise ValueError(f"a {n_steps}-step grid needs {n_steps - 1} interior fractions, "
+                         f"got {f.numel()}")
+    full = torch.cat([torch.zeros(1, dtype=_F64), f, torch.ones(1, dtype=_F64)])
+    if not bool(torch.isfinite(f).all()) or not bool((full[1:] > full[:-1]).all()):
+        raise ValueError(f"grid fractions must increase strictly inside (0, 1), got {f.tolist()}")
+    return f
+
+
+def grid_from_fractions(process: LinearProcess, fractions: Tensor | list[float],
+                        t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """Times ``T = t_0 > ... > t_N = eps`` whose log-SNR lies at the given interior fractions
+    of the way from ``lambda(t_max)`` to ``lambda(t_min)`` (``N = len(fractions) + 1``)."""
+    proc = _require_scalar(process, "tuned")
+    f = torch.as_tensor(fractions, dtype=_F64).flatten()
+    n, lo, hi = _bounds(process, int(f.numel()) + 1, t_min, t_max)
+    f = check_fractions(f, n)
+    lam_hi, lam_lo = float(proc.log_snr(hi)), float(proc.log_snr(lo))
+    full = torch.cat([torch.zeros(1, dtype=_F64), f, torch.ones(1, dtype=_F64)])
+    return _finalise(proc.t_from_log_snr(lam_hi + full * (lam_lo - lam_hi)), lo, hi, "tuned")
+
+
+def tuned_keys(sampler: str | None = None, process: str | None = None
+               ) -> list[tuple[str, str, int]]:
+    """The stored (sampler, process, steps) tuned grids, optionally of one sampler/process."""
+    return sorted(k for k in TUNED_FRACTIONS
+                  if (sampler is None or k[0] == sampler) and (process is None or k[1] == process))
+
+
+def tuned_grid(process: LinearProcess, n_steps: int, sampler: str | None = None,
+               t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """The stored tuned grid of ``sampler`` on ``process`` with ``n_steps`` solver steps
+    (``tuned_table.py``); an error names the stored entries when there is none."""
+    proc = _require_scalar(process, "tuned")
+    _bounds(process, n_steps, t_min, t_max)
+    if not isinstance(sampler, str):
+        raise ValueError("the tuned grid is per sampler: pass sampler='dpm2m' or 'dpm3m' "
+                         f"(sample() does this for you), got sampler={sampler!r}")
+    key = (sampler, proc.name, n_steps)
+    if key not in TUNED_FRACTIONS:
+        have = ", ".join(f"{s}/{p}/{k}" for s, p, k in tuned_keys()) or "none"
+        raise ValueError(
+            f"no tuned grid for sampler {sampler!r} on process {proc.name!r} with {n_steps} "
+            f"steps (stored sampler/process/steps: {have}); use another grid such as "
+            "'log_snr', or tune one with trilemma.samplers.tune_grid and pass its grid"
+        )
+    return grid_from_fractions(proc, TUNED_FRACTIONS[key], t_min, t_max)
+
+
 GRIDS: dict[str, Callable[..., Tensor]] = {
     "uniform": uniform_grid,
     "quadratic": quadratic_grid,
     "sqrt": sqrt_grid,
     "log_snr": log_snr_grid,
     "edm": edm_grid,
+    "tuned": tuned_grid,
 }
 
 
-def get_grid(name: str, process: LinearProcess, n_steps: int, **kwargs: float) -> Tensor:
-    """Build a grid by name (uniform, quadratic, sqrt, log_snr, edm); extra options pass through."""
+def get_grid(name: str, process: LinearProcess, n_steps: int, **kwargs: float | str) -> Tensor:
+    """Build a grid by name (uniform, quadratic, sqrt, log_snr, edm, tuned); extra options pass
+    through (``tuned`` needs ``sampler=``)."""
     if name not in GRIDS:
         raise ValueError(f"unknown grid {name!r}; valid grids: {', '.join(GRIDS)}")
     return GRIDS[name](process, n_steps, **kwargs)

@@ -15,7 +15,7 @@ always sees known coordinates drawn from the forward marginal.
 Sound: the stochastic samplers (EM, PC, SSCS, DDIM with ``eta > 0``), whose noise lets the
 unknown part re-equilibrate with the replaced known part. A heuristic: the deterministic ones
 (DDIM ``eta = 0``, Euler/Heun/RK4 on the probability-flow ODE), whose state is a deterministic
-function of the noise, which replacement breaks. Refused: multistep solvers (DPM-Solver++,
+function of the noise, which replacement breaks. Refused: multistep solvers (DPM-Solver++, UniPC,
 gDDIM) keep a history of predictions that replacement invalidates; the adaptive
 ODE solver and EDM's Heun take steps this module cannot interleave.
 """
@@ -65,6 +65,8 @@ REFUSED = {
     "dpm3m": "a multistep solver: replacing the known part invalidates its history of "
              "predictions",
     "gddim": "a multistep exponential integrator: replacement invalidates its history",
+    "unipc": "a multistep predictor-corrector: replacing the known part invalidates its "
+             "history of predictions",
     "ode": "adaptive: the solver chooses its own steps, so none can be interleaved",
     "edm": "EDM's Heun steps in sigma/alpha with its own last step; use 'heun' instead",
 }

@@ -23,10 +23,11 @@ from .dpm_solver import sample_dpm_solver
 from .edm import sample_edm_heun
 from .euler_maruyama import sample_euler_maruyama
 from .gddim import sample_gddim
-from .grids import get_grid
+from .grids import GRIDS, get_grid, tuned_keys
 from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
+from .unipc import sample_unipc
 
 SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
 CLD_PROCESSES = ("cld",)
@@ -144,6 +145,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
                          defaults={"order": 2}, description="DPM-Solver++(2M)", denoise=False),
     "dpm3m": SamplerSpec(sample_dpm_solver, "log_snr", "log_snr", _one, processes="scalar",
                          defaults={"order": 3}, description="DPM-Solver++(3M)", denoise=False),
+    # UniPC's corrector reuses the next step's call, so it has no denoising call either
+    "unipc": SamplerSpec(sample_unipc, "log_snr", "log_snr", _one, processes="scalar",
+                         defaults={"order": 2}, description="UniPC-2 (bh2) predictor-corrector",
+                         denoise=False),
     "edm": SamplerSpec(sample_edm_heun, "edm", "edm", lambda _o: 2, processes="scalar",
                        description="EDM Heun in sigma/alpha (Euler last step = denoising)"),
     "sscs": SamplerSpec(sample_sscs, "quadratic", "quadratic", _one, processes="cld",
@@ -188,7 +193,7 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
         raise ValueError(f"sampler: {name!r} does not fit process {process!r}; use one of: "
                          + ", ".join(samplers_for(process)))
     options = dict(options or {})
-    allowed = sampler_options(name)
+    allowed = sampler_options(name) + ([] if spec.adaptive else ["grid"])
     bad = [k for k in options if k not in allowed]
     if bad:
         raise ValueError(f"options: unknown option(s) {bad} for sampler {name!r}; "
@@ -198,6 +203,8 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
         if key in options and options[key] != val:
             raise ValueError(f"options: sampler {name!r} fixes {key}={val!r}; pick the sampler "
                              f"named {options[key]!r} instead")
+    if "grid" in options:
+        _check_grid_option(name, process, nfe, options.pop("grid"))
     if nfe is not None:
         try:
             minimum = spec.min_nfe(spec.denoises(process), **options)
@@ -205,6 +212,44 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
             raise ValueError(f"options: {err}") from None
         if nfe < minimum:
             raise ValueError(f"nfe: sampler {name!r} needs at least {minimum} NFE, got {nfe}")
+
+
+def _check_grid_option(name: str, process: str | None, nfe: int | None, grid: object) -> None:
+    """``options: grid=...``: a grid name that fits the process; ``'tuned'`` needs a stored
+    entry for the sampler, process and step count."""
+    if not isinstance(grid, str) or grid not in GRIDS:
+        raise ValueError(f"options: grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if process in CLD_PROCESSES and grid in ("log_snr", "edm", "tuned"):
+        raise ValueError(f"options: grid {grid!r} needs a scalar process (log-SNR), not "
+                         f"{process!r}; use uniform, quadratic or sqrt")
+    if grid != "tuned" or process is None or isinstance(nfe, bool) or not isinstance(nfe, int):
+        return
+    spec = SAMPLERS[name]
+    steps = spec.steps_for(nfe, spec.denoise)
+    if (name, process, steps) not in tuned_keys(name, process):
+        have = ", ".join(f"NFE {spec.nfe_for(k, spec.denoise)}"
+                         for _, _, k in tuned_keys(name, process)) or "none"
+        raise ValueError(f"options: no tuned grid for sampler {name!r} on process {process!r} "
+                         f"at NFE {nfe} ({steps} steps); stored for this pair: {have}; use "
+                         "grid log_snr or tune one (trilemma.samplers.tune_grid)")
+
+
+def _budget_grid(name: str, process: LinearProcess, grid: str | None, nfe: int | None,
+                 denoise: bool, opts: dict) -> Tensor:
+    """The named (or the sampler's default) grid with the most steps that fit ``nfe``."""
+    spec = SAMPLERS[name]
+    if nfe is None:
+        raise ValueError(f"sampler {name!r} needs an NFE budget (or an explicit grid)")
+    minimum = spec.min_nfe(denoise, **opts)
+    if nfe < minimum:
+        raise ValueError(
+            f"nfe = {nfe} is below the minimum {minimum} for sampler {name!r} "
+            f"(denoise={denoise}, options {opts or 'default'})"
+        )
+    n_steps = spec.steps_for(nfe, denoise, **opts)
+    gname = spec.default_grid(process) if grid is None else grid
+    extra = {"sampler": name} if gname == "tuned" else {}  # tuned grids are per sampler
+    return get_grid(gname, process, n_steps, **extra)
 
 
 def sample(
@@ -227,7 +272,8 @@ def sample(
 
     ``nfe`` is the total budget of score calls including the denoising call; the number of steps
     is the largest that fits. ``grid`` may be a tensor (then it fixes the steps and ``nfe`` may be
-    None; a grid over budget is an error), a grid name (``get_grid``) or None for the sampler's
+    None; a grid over budget is an error), a grid name (``get_grid``; ``'tuned'`` looks up this
+    sampler's stored tuned grid for the process and step count) or None for the sampler's
     default. For the adaptive ``'ode'`` sampler ``nfe`` is a cap (None: no cap). Extra ``opts``
     go to the sampler (e.g. ``eta``, ``order``, ``n_corrector``, ``snr``, ``rtol``).
     ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoises``) adds Tweedie's
@@ -300,16 +346,7 @@ def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str
                     f"{name!r}, over the budget nfe = {nfe}"
                 )
     else:
-        if nfe is None:
-            raise ValueError(f"sampler {name!r} needs an NFE budget (or an explicit grid)")
-        minimum = spec.min_nfe(denoise, **opts)
-        if nfe < minimum:
-            raise ValueError(
-                f"nfe = {nfe} is below the minimum {minimum} for sampler {name!r} "
-                f"(denoise={denoise}, options {opts or 'default'})"
-            )
-        n_steps = spec.steps_for(nfe, denoise, **opts)
-        grid = get_grid(spec.default_grid(process) if grid is None else grid, process, n_steps)
+        grid = _budget_grid(name, process, grid, nfe, denoise, opts)
     return grid, kwargs, denoise
 
 

@@ -1,0 +1,217 @@
+"""Tune a sampler's time grid for a score model: fewer calls for the same probability-flow map.
+
+The objective is the global error of the coarse solve along sampled trajectories: from the
+same prior draws ``u_T``, the distance between the sampler's samples on the candidate grid and
+a fine reference solve of the probability-flow ODE (DPM-Solver++(3M) on ``reference_steps``
+log-SNR-uniform steps, converged on the oracle benchmark): the sliced 2-Wasserstein distance
+(default; it measures the distribution error the grid adds) or the RMS per coordinate (which
+bounds the W2 error but also charges draws that switch modes). The interior points are
+parametrised as log-SNR fractions (0 = T, 1 = eps; ``grids.grid_from_fractions``) through a
+softmax of increments above a floor (:data:`MIN_STEP_SHARE`), so every candidate is a valid
+grid, and minimised by Nelder-Mead from the uniform log-SNR grid ("align your steps"-style,
+Sabour et al. 2024, with the discrepancy to a fine solve in place of their KL bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import optimize
+from torch import Tensor
+
+from ..processes.base import LinearProcess, ScoreFn
+from .dpm_solver import sample_dpm_solver
+from .grids import check_fractions, grid_from_fractions, log_snr_grid
+from .registry import SAMPLERS, check_sampler
+
+_F64 = torch.float64
+#: objective value given to grids on which the sampler fails (non-finite states)
+_FAILED = 1e6
+#: shortest log-SNR step allowed, as a share of the uniform step: without a floor the tuner
+#: finds near-zero steps that spend a call on a finite-difference derivative (fragile in float32
+#: and with a trained model's noise)
+MIN_STEP_SHARE = 0.2
+
+
+@dataclass
+class TunedGrid:
+    """A tuned grid and what tuning achieved (``objective`` 'rms' or 'sw2' against the fine
+    solve of the tuning draws, for the tuned and for the uniform log-SNR grid)."""
+
+    sampler: str
+    process: str
+    nfe: int
+    n_steps: int
+    fractions: tuple[float, ...]
+    grid: Tensor
+    objective: str
+    error: float
+    initial_error: float
+    evaluations: int
+
+
+def reference_solve(score_fn: ScoreFn, process: LinearProcess, u_T: Tensor,
+                    reference_steps: int = 256) -> Tensor:
+    """The fine probability-flow solve the tuner aims at: DPM-Solver++(3M), log-SNR grid, no
+    denoising call (samples at ``eps``, like the dpm samplers)."""
+    grid = log_snr_grid(process, reference_steps)
+    return sample_dpm_solver(score_fn, process, u_T, grid, order=3, denoise=False).samples
+
+
+def sliced_w2(x: Tensor, y: Tensor, directions: Tensor) -> float:
+    """Sliced 2-Wasserstein distance between equal-size sample sets along ``directions``
+    (rows, unit norm): exact 1-D W2 per direction from the sorted projections."""
+    px = torch.sort(x.flatten(1).to(_F64) @ directions.T, dim=0).values
+    py = torch.sort(y.flatten(1).to(_F64) @ directions.T, dim=0).values
+    return math.sqrt(float(((px - py) ** 2).mean()))
+
+
+def grid_error(score_fn: ScoreFn, process: LinearProcess, sampler: str, u_T: Tensor,
+               grid: Tensor, reference: Tensor, denoise: bool | None = None,
+               directions: Tensor | None = None, **opts: object) -> float:
+    """How far ``sampler``'s samples from ``u_T`` on ``grid`` land from ``reference`` (the fine
+    solve of the same draws): the RMS per coordinate, or with ``directions`` the sliced W2,
+    which ignores which draw went where (a draw switching modes near a boundary costs RMS but
+    not the distribution). ``_FAILED`` where the sampler produces non-finite values."""
+    spec = SAMPLERS[sampler]
+    den = spec.denoise if denoise is None else bool(denoise)
+    try:
+        out = spec.fn(score_fn, process, u_T, grid, denoise=den, **{**spec.defaults, **opts})
+    except FloatingPointError:
+        return _FAILED
+    if directions is not None:
+        err = sliced_w2(out.samples, reference, directions)
+    else:
+        err = math.sqrt(float(((out.samples.to(_F64) - reference.to(_F64)) ** 2).mean()))
+    return err if math.isfinite(err) and err < _FAILED else _FAILED
+
+
+def projection_directions(dim: int, n: int = 64, seed: int = 0) -> Tensor:
+    """``n`` fixed random unit directions in ``R^dim`` (float64) for :func:`sliced_w2`."""
+    d = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=_F64)
+    return d / d.norm(dim=1, keepdim=True)
+
+
+def _fractions(z: np.ndarray) -> np.ndarray:
+    """Interior fractions from free parameters: increments ``floor + (1 - N floor) softmax([0,
+    z])``, cumulated; no step is shorter than ``MIN_STEP_SHARE`` of the uniform one."""
+    n = len(z) + 1
+    floor = MIN_STEP_SHARE / n
+    v = np.concatenate([[0.0], z])
+    w = np.exp(v - v.max())
+    return np.cumsum(floor + (1.0 - n * floor) * w / w.sum())[:-1]
+
+
+def _params(fractions: Tensor) -> np.ndarray:
+    """Inverse of :func:`_fractions` (increments below the floor are lifted just above it)."""
+    n = fractions.numel() + 1
+    floor = MIN_STEP_SHARE / n
+    inc = np.diff(np.concatenate([[0.0], fractions.numpy(), [1.0]]))
+    soft = np.maximum(inc - floor, 1e-3 / n)
+    logs = np.log(soft / soft.sum())
+    return logs[1:] - logs[0]
+
+
+def _check_tuner_args(sampler: str, process: LinearProcess, nfe: int, n_samples: int,
+                      reference_steps: int, max_evals: int, options: dict | None) -> None:
+    if options is not None and (not isinstance(options, dict) or "grid" in options):
+        raise ValueError(f"options must be a dict of sampler options (not grid), got {options!r}")
+    check_sampler(sampler, process.name if isinstance(process, LinearProcess) else None, nfe,
+                  options)
+    spec = SAMPLERS[sampler]
+    if spec.adaptive or spec.processes == "cld" or not hasattr(process, "log_snr"):
+        raise ValueError(f"tune_grid needs a fixed-step sampler on a scalar process (vp, subvp, "
+                         f"ve, ...), got sampler {sampler!r} on {process.name!r}")
+    for name, val, low in (("n_samples", n_samples, 2), ("reference_steps", reference_steps, 8),
+                           ("max_evals", max_evals, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
+
+
+def tune_grid(
+    score_fn: ScoreFn,
+    process: LinearProcess,
+    nfe: int,
+    sampler: str = "dpm3m",
+    *,
+    data_shape: tuple[int, ...] = (2,),
+    n_samples: int = 1024,
+    seed: int = 0,
+    reference_steps: int = 256,
+    max_evals: int = 600,
+    init: list[Tensor | list[float]] | None = None,
+    denoise: bool | None = None,
+    options: dict | None = None,
+    objective: str = "sw2",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = _F64,
+) -> TunedGrid:
+    """Tune the time grid of ``sampler`` for ``score_fn`` (a trained model or an exact score)
+    on ``process`` at a budget of ``nfe`` score calls, the denoising call included.
+
+    Draws ``n_samples`` prior states of data shape ``data_shape`` from ``seed``, solves them
+    once finely (:func:`reference_solve`) and minimises :func:`grid_error` (``objective``
+    'sw2', 64 fixed directions, or 'rms') over the interior grid points with at most
+    ``max_evals`` coarse solves (each costs ``nfe`` calls on the batch). Nelder-Mead starts
+    from the best of the uniform log-SNR grid (its error is ``initial_error``), its power
+    warps ``f^p`` (p = 0.7, 1.4) and any fraction sets in ``init``, and restarts while it
+    improves. ``options`` go to the sampler (e.g.
+    ``{"lower_order_final": False}``). Returns a :class:`TunedGrid`; pass its ``grid``
+    to :func:`trilemma.samplers.sample` as ``grid=`` (or store its ``fractions`` in
+    ``tuned_table.py`` to make them the ``'tuned'`` grid).
+    """
+    _check_tuner_args(sampler, process, nfe, n_samples, reference_steps, max_evals, options)
+    if objective not in ("sw2", "rms"):
+        raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
+    spec = SAMPLERS[sampler]
+    den = spec.denoise if denoise is None else bool(denoise)
+    n_steps = spec.steps_for(nfe, den, **(options or {}))
+    if n_steps < max(spec.min_steps, 2):
+        raise ValueError(f"nfe = {nfe} gives {n_steps} step(s) with sampler {sampler!r}: "
+                         "a grid with interior points needs at least 2")
+    gen = torch.Generator().manual_seed(seed)
+    u_T = process.prior_sample((n_samples, *data_shape), generator=gen, device=device,
+                               dtype=dtype)
+    reference = reference_solve(score_fn, process, u_T, reference_steps)
+    dirs = (projection_directions(reference[0].numel(), seed=seed) if objective == "sw2"
+            else None)
+    starts = _starts(n_steps, init)
+
+    def loss(z: np.ndarray) -> float:
+        grid = grid_from_fractions(process, torch.from_numpy(_fractions(z)))
+        return math.log(grid_error(score_fn, process, sampler, u_T, grid, reference, den,
+                                   dirs, **(options or {})))
+
+    values = [loss(_params(f)) for f in starts]
+    initial = math.exp(values[0])
+    best_f = min(values)
+    best, evals = _params(starts[values.index(best_f)]), len(values)
+    while evals < max_evals:  # Nelder-Mead, restarted from its best point while it improves
+        res = optimize.minimize(loss, best, method="Nelder-Mead",
+                                options={"maxfev": max_evals - evals, "xatol": 1e-3,
+                                         "fatol": 1e-4, "initial_simplex": _simplex(best)})
+        evals += int(res.nfev)
+        gain = best_f - float(res.fun)
+        if gain > 0:
+            best, best_f = np.asarray(res.x), float(res.fun)
+        if gain < 1e-3:
+            break
+    fractions = _fractions(best)
+    grid = grid_from_fractions(process, torch.from_numpy(fractions))
+    return TunedGrid(sampler, process.name, nfe, n_steps, tuple(float(f) for f in fractions),
+                     grid, objective, math.exp(best_f), initial, evals)
+
+
+def _starts(n_steps: int, init: list[Tensor | list[float]] | None) -> list[Tensor]:
+    """Starting fractions: the uniform log-SNR grid first, its power warps, then ``init``."""
+    uniform = torch.linspace(0.0, 1.0, n_steps + 1, dtype=_F64)[1:-1]
+    extra = [check_fractions(f, n_steps) for f in (init or [])]
+    return [uniform, uniform ** 0.7, uniform ** 1.4, *extra]
+
+
+def _simplex(z: np.ndarray, scale: float = 0.5) -> np.ndarray:
+    """Nelder-Mead's starting simplex around ``z``: one step of ``scale`` along each axis."""
+    return np.vstack([z] + [z + scale * np.eye(len(z))[i] for i in range(len(z))])
