@@ -270,8 +270,10 @@ def test_config_rejects_cld_and_a_missing_or_mismatched_teacher_run(tmp_path):
     with pytest.raises(ConfigError, match="process.name: consistency distillation needs"):
         validate({**_raw(), "process": {"name": "cld"}})
     cfg = Config.from_dict(_raw(teacher=str(tmp_path / "missing")))
+    deferred = build_model(cfg, (2,))  # a run teacher is loaded for training only
+    assert not deferred.teacher.loaded
     with pytest.raises(ConfigError, match="model.teacher: the teacher run .* was not found"):
-        build_model(cfg, (2,))
+        deferred.prepare_training(run_dir=tmp_path, config={})
     ok = build_model(Config.from_dict(_raw()), (2,))
     assert ok.teacher.ref == "oracle:grid25" and ok.samplers() == ["consistency"]
     with pytest.raises(ConfigError, match="model.teacher: 'oracle:grid25' is a 2-D mixture"):
@@ -279,7 +281,7 @@ def test_config_rejects_cld_and_a_missing_or_mismatched_teacher_run(tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
-def test_cli_trains_and_samples_a_toy_student_and_reloads_its_teacher_run(tmp_path, capsys):
+def test_cli_trains_and_samples_a_toy_student_without_its_teacher_run(tmp_path, capsys):
     from trilemma.cli import main
 
     teacher = tmp_path / "teacher"
@@ -305,5 +307,9 @@ def test_cli_trains_and_samples_a_toy_student_and_reloads_its_teacher_run(tmp_pa
     assert "--sampler: a consistency model" in capsys.readouterr().err
     for path in teacher.rglob("*.safetensors"):
         path.unlink()
-    assert main(["sample", str(student), "--out", str(out)]) == 2
+    # the student samples without its teacher; training on needs it, and says so
+    assert main(["sample", str(student), "--nfe", "2", "--n", "8", "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv[argv.index("train.steps=4")] = "train.steps=6"
+    assert main([*argv, "--resume"]) == 2
     assert "model.teacher: cannot load the teacher run" in capsys.readouterr().err

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -228,6 +229,14 @@ class ConsistencyModel(Method):
         return loss
 
     @torch.no_grad()
+    def prepare_training(self, *, run_dir: str | os.PathLike, config: Mapping[str, Any],
+                         is_main: bool = True, resume: bool = False) -> None:
+        """Load a deferred teacher now, so a missing or mismatched teacher run stops
+        ``trilemma train`` before the first step (sampling never loads it)."""
+        load = getattr(self.teacher, "load", None)
+        if callable(load):
+            load()
+
     def after_optimizer_step(self, step: int) -> None:
         """Move the target towards the online network: ``theta- <- mu theta- + (1 - mu)
         theta`` (buffers copied)."""

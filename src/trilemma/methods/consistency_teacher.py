@@ -17,6 +17,7 @@ error only. It is never trained and never saved with the student: the student's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,6 +102,53 @@ class Teacher:
 
     def __repr__(self) -> str:
         return f"Teacher({self.ref!r}, process={self.process.name})"
+
+
+def _not_loaded(u: Tensor, t: Tensor) -> Tensor:  # pragma: no cover - replaced on load
+    raise RuntimeError("the deferred teacher was not loaded")
+
+
+class DeferredTeacher(Teacher):
+    """A teacher whose run is loaded on first use (or by :meth:`load`), so that a trained
+    student samples without its teacher: only the distillation steps need the teacher's network.
+
+    Args:
+        loader: returns the real :class:`Teacher` (and raises a clear error when it cannot).
+        process: the student's process; the loaded teacher's must have the same name.
+        ref: the run path, as in the config.
+    """
+
+    def __init__(self, loader: Callable[[], Teacher], process: LinearProcess, ref: str) -> None:
+        super().__init__(_not_loaded, process, ref)
+        self._loader: Callable[[], Teacher] | None = loader
+        self._device: torch.device | str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the teacher's network has been loaded."""
+        return self._loader is None
+
+    def load(self) -> DeferredTeacher:
+        """Load the teacher now (idempotent); returns self."""
+        if self._loader is not None:
+            real = self._loader()
+            if real.process.name != self.process.name:
+                raise ValueError(f"process: the teacher {self.ref!r} runs {real.process.name!r}, "
+                                 f"the student {self.process.name!r}")
+            self.score_fn, self.module, self._loader = real.score_fn, real.module, None
+            if self._device is not None:
+                super().to(self._device)
+        return self
+
+    def to(self, device: torch.device | str) -> DeferredTeacher:
+        """Remember ``device`` and move the loaded network there; returns self."""
+        self._device = device
+        return super().to(device) if self.loaded else self
+
+    @torch.no_grad()
+    def slope(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """As :meth:`Teacher.slope`, loading the teacher first."""
+        return super(DeferredTeacher, self.load()).slope(x, sigma)
 
 
 def teacher_from_model(model: Any, ref: str) -> Teacher:

@@ -5,9 +5,10 @@ sampler (``sampler: consistency``, ``nfe`` = steps), and the builder.
 
 The student works in the teacher's process and data space: with a run teacher the config's
 ``process`` must be the teacher run's; with an oracle teacher it is the process whose
-probability-flow ODE the oracle's score drives. The teacher is loaded whenever the student is
-built (training and ``trilemma.load``), never saved with it: its run must stay where
-``model.teacher`` says (a relative path is read from the working directory).
+probability-flow ODE the oracle's score drives. A teacher run is loaded when training starts
+(and on ``--resume``), never for sampling and never saved with the student: a trained student
+samples without it, but training needs the run where ``model.teacher`` says (a relative path is
+read from the working directory).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ...methods.consistency import (
     WEIGHTINGS,
     ConsistencyModel,
 )
-from ...methods.consistency_teacher import SOLVERS, Teacher, teacher_from_model
+from ...methods.consistency_teacher import SOLVERS, DeferredTeacher, Teacher, teacher_from_model
 from ...nets import NETS, build_net
 from ...oracle import MIXTURES, get_mixture
 from ...processes import PROCESSES, get_process
@@ -120,8 +121,10 @@ def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def load_teacher(config: Config, data_shape: tuple[int, ...]) -> Teacher:
-    """The frozen teacher named by ``model.teacher`` (a ConfigError naming the field when it is
-    missing or does not fit the student's process and data)."""
+    """The frozen teacher named by ``model.teacher``: the oracle at once; a run deferred
+    (:class:`~trilemma.methods.consistency_teacher.DeferredTeacher`: loaded for training, by
+    ``prepare_training``, and never for sampling), raising a ConfigError naming the field when
+    it is missing or does not fit the student's process and data."""
     ref = config.model["teacher"]
     shape = tuple(int(s) for s in data_shape)
     if ref.startswith(ORACLE):
@@ -132,6 +135,13 @@ def load_teacher(config: Config, data_shape: tuple[int, ...]) -> Teacher:
         process = wrap_errors("process", lambda: get_process(**config.process))
         return wrap_errors("model.teacher", lambda: Teacher(mixture.score_fn(process), process,
                                                             ref))
+    process = wrap_errors("process", lambda: get_process(**config.process))
+    return wrap_errors("model.teacher", lambda: DeferredTeacher(
+        lambda: _load_run_teacher(config, ref, shape), process, ref))
+
+
+def _load_run_teacher(config: Config, ref: str, shape: tuple[int, ...]) -> Teacher:
+    """The teacher run ``ref`` (checked against the student's process and data shape)."""
     if not Path(ref).exists():
         raise ConfigError([f"model.teacher: the teacher run {ref!r} was not found (a relative "
                            "path is read from the working directory); train it first, e.g. "
