@@ -232,3 +232,15 @@ def test_config_sample_section_checks_the_tuned_grid() -> None:
     assert problems == ["sample.options: no tuned grid for sampler 'dpm3m' on process 'subvp' at "
                         "NFE 8 (8 steps); stored for this pair: NFE 5, NFE 10; use grid log_snr "
                         "or tune one (trilemma.samplers.tune_grid)"]
+
+
+def test_tuner_on_the_rectified_flow_spends_every_call_on_steps() -> None:
+    """A flow ends without the denoising call (N Euler steps = N NFE), and the tuner and the
+    tuned-grid check follow the process's default: 4 calls are 4 Euler steps there, 3 + the
+    denoising call on VP."""
+    mix = gaussian_mixture()
+    for pname, steps in (("rectified_flow", 4), ("vp", 3)):
+        proc = get_process(pname)
+        res = tune_grid(mix.score_fn(proc), proc, 4, "euler", data_shape=(1,), n_samples=16,
+                        max_evals=10, reference_steps=16)
+        assert res.n_steps == steps and res.grid.shape == (steps + 1,), pname

@@ -77,7 +77,7 @@ def grid_error(score_fn: ScoreFn, process: LinearProcess, sampler: str, u_T: Ten
     which ignores which draw went where (a draw switching modes near a boundary costs RMS but
     not the distribution). ``_FAILED`` where the sampler produces non-finite values."""
     spec = SAMPLERS[sampler]
-    den = spec.denoise if denoise is None else bool(denoise)
+    den = spec.denoises(process.name) if denoise is None else bool(denoise)
     try:
         out = spec.fn(score_fn, process, u_T, grid, denoise=den, **{**spec.defaults, **opts})
     except FloatingPointError:
@@ -167,7 +167,7 @@ def tune_grid(
     if objective not in ("sw2", "rms"):
         raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
     spec = SAMPLERS[sampler]
-    den = spec.denoise if denoise is None else bool(denoise)
+    den = spec.denoises(process.name) if denoise is None else bool(denoise)
     n_steps = spec.steps_for(nfe, den, **(options or {}))
     if n_steps < max(spec.min_steps, 2):
         raise ValueError(f"nfe = {nfe} gives {n_steps} step(s) with sampler {sampler!r}: "

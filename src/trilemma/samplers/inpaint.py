@@ -328,7 +328,7 @@ def inpaint(
     """
     check_inpaint_sampler(name, process, opts)
     spec = SAMPLERS[name]
-    denoise = spec.denoise if denoise is None else bool(denoise)
+    denoise = spec.denoises(process.name) if denoise is None else bool(denoise)
     resample = check_nonneg_int("resample", resample)
     jump = check_nonneg_int("jump", jump)
     per = spec.nfe_per_step({**spec.defaults, **opts})

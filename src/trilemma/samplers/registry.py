@@ -225,9 +225,9 @@ def _check_grid_option(name: str, process: str | None, nfe: int | None, grid: ob
     if grid != "tuned" or process is None or isinstance(nfe, bool) or not isinstance(nfe, int):
         return
     spec = SAMPLERS[name]
-    steps = spec.steps_for(nfe, spec.denoise)
+    steps = spec.steps_for(nfe, spec.denoises(process))
     if (name, process, steps) not in tuned_keys(name, process):
-        have = ", ".join(f"NFE {spec.nfe_for(k, spec.denoise)}"
+        have = ", ".join(f"NFE {spec.nfe_for(k, spec.denoises(process))}"
                          for _, _, k in tuned_keys(name, process)) or "none"
         raise ValueError(f"options: no tuned grid for sampler {name!r} on process {process!r} "
                          f"at NFE {nfe} ({steps} steps); stored for this pair: {have}; use "
