@@ -95,8 +95,9 @@ def score_samplers(model: ScoreModel, n: int, seed: int) -> list[dict]:
     return rows
 
 
-def run_one(variant: str, seed: int, budget: float, n: int, work: Path) -> dict:
-    """Train one variant within ``budget`` CPU seconds and score its samplers."""
+def train_variant(variant: str, seed: int, budget: float, work: Path
+                  ) -> tuple[ScoreModel, dict]:
+    """Train one variant within ``budget`` CPU seconds; its EMA weights and what it cost."""
     data, _ = grid25().sample(100_000, torch.Generator().manual_seed(seed))
     cost = cpu_seconds_per_step(build(variant, seed), data, TRAIN["batch_size"], seed)
     steps = max(200, int(budget / cost))
@@ -111,9 +112,15 @@ def run_one(variant: str, seed: int, budget: float, n: int, work: Path) -> dict:
     model.eval()
     print(f"{variant} seed {seed}: {steps} steps, {cpu:.0f} CPU-s, loss {summary['loss']:.4f}",
           flush=True)
-    return {"variant": variant, "seed": seed, "config": VARIANTS[variant], "budget_cpu_s": budget,
-            "steps": steps, "cpu_s_per_step": cost, "train_cpu_s": cpu,
-            "final_loss": summary["loss"], "n_samples": n, "rows": score_samplers(model, n, seed)}
+    return model, {"variant": variant, "seed": seed, "config": VARIANTS[variant],
+                   "budget_cpu_s": budget, "steps": steps, "cpu_s_per_step": cost,
+                   "train_cpu_s": cpu, "final_loss": summary["loss"]}
+
+
+def run_one(variant: str, seed: int, budget: float, n: int, work: Path) -> dict:
+    """Train one variant within ``budget`` CPU seconds and score its samplers."""
+    model, info = train_variant(variant, seed, budget, work)
+    return {**info, "n_samples": n, "rows": score_samplers(model, n, seed)}
 
 
 def exact_row(n: int) -> dict:

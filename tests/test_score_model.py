@@ -160,3 +160,23 @@ def test_t_sampling_reaches_the_loss():
     assert abs(float(ls.mean()) - 0.4) < 0.02 and abs(float(ls.std()) - 0.6) < 0.02
     ScoreModel(proc, Spy(), (1,)).loss(x0, torch.Generator().manual_seed(0))
     assert abs(float(seen["t"].double().mean()) - 0.5) < 0.01
+
+
+def test_score_fn_takes_float64_states_on_a_float32_network():
+    """A float64 sampler (or the grid tuner) on a float32 model: the states are cast to the
+    network's dtype and the score comes back in float64, equal to the float32 call."""
+    import torch
+
+    from trilemma.methods import ScoreModel
+    from trilemma.nets import MLP
+    from trilemma.processes import get_process
+
+    torch.manual_seed(0)
+    model = ScoreModel(get_process("vp"), MLP(2, 2, hidden=16, depth=1, time_embed="fourier"),
+                       (2,))
+    fn = model.score_fn()
+    u = torch.randn(8, 2, dtype=torch.float64)
+    t = torch.full((8,), 0.3, dtype=torch.float64)
+    out = fn(u, t)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), fn(u.float(), t.float()))

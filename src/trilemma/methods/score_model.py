@@ -137,9 +137,22 @@ class ScoreModel(Method):
         With ``labels`` the score is class-conditional; ``guidance = w > 0`` applies
         classifier-free guidance ``(1 + w) s(u | c) - w s(u)`` (one batched call on the class
         and the null class: 2 network evaluations per score evaluation). ``labels`` must have
-        one entry per sample of the states the function is called on.
+        one entry per sample of the states the function is called on. States of another
+        floating dtype than the network's (e.g. a float64 sampler or grid tuner on a float32
+        model) are cast to the network's dtype and the score back to theirs.
         """
-        return conditional_score(self.model, labels, guidance, self.num_classes)
+        score = conditional_score(self.model, labels, guidance, self.num_classes)
+        param = next(self.parameters(), None)
+        if param is None:
+            return score
+        dtype = param.dtype
+
+        def fn(u: Tensor, t: Tensor) -> Tensor:
+            if u.dtype == dtype or not u.is_floating_point():
+                return score(u, t)
+            return score(u.to(dtype), t).to(u.dtype)
+
+        return fn
 
     def net_calls(self, labels: Tensor | None = None, guidance: float = 0.0) -> int:
         """Network evaluations per score evaluation: 2 with guidance (class and null), else 1."""
