@@ -54,13 +54,15 @@ def score(samples: torch.Tensor, ref: SlicedReference) -> dict:
     return {k: rep[k] for k in METRICS}
 
 
-def train_student(teacher: str, seed: int, steps: int, teacher_run: str, out: Path) -> dict:
-    """Train (or reuse) one student; returns its run folder and training CPU seconds."""
+def train_student(teacher: str, seed: int, steps: int, teacher_run: str, out: Path,
+                  extra: list[str] | None = None) -> dict:
+    """Train (or reuse) one student (``extra``: more ``KEY=VALUE`` overrides of its config);
+    returns its run folder and training CPU seconds."""
     run = out / "runs" / f"{teacher}_seed{seed}"
     if (run / "model.safetensors").exists():
         info = json.loads((run / "bench_train.json").read_text())
         return {"run": str(run), **info}
-    sets = [f"seed={seed}", f"train.steps={steps}", "device=cpu"]
+    sets = [f"seed={seed}", f"train.steps={steps}", "device=cpu", *(extra or [])]
     if teacher == "vp":
         sets.append(f"model.teacher={teacher_run}")
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -140,6 +142,9 @@ def main() -> None:
     ap.add_argument("--teacher-run", default="runs/toy_vp")
     ap.add_argument("--teachers", default="oracle,vp")
     ap.add_argument("--out", default="out/consistency_toy")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the students' configs (repeatable), e.g. "
+                         "--set model.net.hidden=256")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -147,7 +152,7 @@ def main() -> None:
     rows = []
     for teacher in args.teachers.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            info = train_student(teacher, seed, args.steps, args.teacher_run, out)
+            info = train_student(teacher, seed, args.steps, args.teacher_run, out, args.sets)
             print(f"{teacher} seed {seed}: {info['steps']} steps, "
                   f"{info['train_cpu_s']:.0f} CPU-s of training", flush=True)
             rows += student_rows(teacher, seed, info, args.n, ref)
