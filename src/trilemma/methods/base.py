@@ -50,6 +50,16 @@ class Method(nn.Module):
         """Per-sample training loss of a batch (multi-phase methods get ``phase``, ``step``)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement loss()")
 
+    def batch_data(self, batch: Tensor | tuple | list) -> Tensor:
+        """The data of a training batch (``x`` or the first item of ``(x, labels)``), checked
+        against :attr:`data_shape` (a ValueError naming both shapes)."""
+        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x0, Tensor) or tuple(x0.shape[1:]) != self.data_shape:
+            shape = tuple(x0.shape[1:]) if isinstance(x0, Tensor) else type(x0).__name__
+            raise ValueError(f"batch has sample shape {shape}, the model expects "
+                             f"{self.data_shape}")
+        return x0
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per training phase (only read when :attr:`train_phases` is set)."""
         return {phase: [] for phase in self.train_phases or ()}

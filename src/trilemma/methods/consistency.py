@@ -193,14 +193,6 @@ class ConsistencyModel(Method):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _x0(self, batch: Tensor | tuple | list) -> Tensor:
-        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x0, Tensor) or tuple(x0.shape[1:]) != self.data_shape:
-            shape = tuple(x0.shape[1:]) if isinstance(x0, Tensor) else type(x0).__name__
-            raise ValueError(f"batch has sample shape {shape}, the model expects "
-                             f"{self.data_shape}")
-        return x0
-
     def dist(self, a: Tensor, b: Tensor) -> Tensor:
         """Per-sample distance ``d(a, b)``: mean squared error or pseudo-Huber (module doc)."""
         sq = (a - b).flatten(1).pow(2)
@@ -212,7 +204,7 @@ class ConsistencyModel(Method):
     def loss(self, batch: Tensor | tuple | list, generator: torch.Generator | None = None,
              **kwargs: Any) -> Tensor:
         """Per-sample consistency-distillation loss of a data batch (module docstring)."""
-        x0 = self._x0(batch)
+        x0 = self.batch_data(batch)
         b = x0.shape[0]
         gen_dev = generator.device if generator is not None else "cpu"
         n = torch.randint(0, self.num_scales - 1, (b,), generator=generator, device=gen_dev)

@@ -266,14 +266,6 @@ class DDGAN(Method):
         """Parameters per training phase: ``{'d': discriminator, 'g': generator}``."""
         return {"d": list(self.D.parameters()), "g": list(self.G.parameters())}
 
-    def _x0(self, batch: Tensor | tuple | list) -> Tensor:
-        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x0, Tensor) or tuple(x0.shape[1:]) != self.data_shape:
-            shape = tuple(x0.shape[1:]) if isinstance(x0, Tensor) else type(x0).__name__
-            raise ValueError(f"batch has sample shape {shape}, the model expects "
-                             f"{self.data_shape}")
-        return x0
-
     def latent(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor | None:
         """``z ~ N(0, I)`` of shape ``(n, z_dim)`` (None without a latent)."""
         if not self.use_z:
@@ -302,7 +294,7 @@ class DDGAN(Method):
         """
         if phase not in self.train_phases:
             raise ValueError(f"phase must be one of {', '.join(self.train_phases)}, got {phase!r}")
-        x0 = self._x0(batch)
+        x0 = self.batch_data(batch)
         t = self.schedule.sample_steps(x0.shape[0], generator, x0.device)
         x_prev, x_t = self.schedule.pairs(x0, t, generator)
         time = self.schedule.time(t, x_t)
