@@ -2,6 +2,7 @@
 
     python benchmarks/toy_precond.py run --variants eps,edm --seeds 0,1 [--budget-cpu-s 300]
     python benchmarks/toy_precond.py table --out out/precond      # collect every run's JSON
+    python benchmarks/toy_precond.py exact --out out/precond      # the exact score's far outliers
 
 Every variant is the MLP of ``benchmarks/toy_quality.py`` (128 x 3, Fourier time embedding),
 batch 1024, AdamW 2e-3 with warm-up and cosine decay, one thread; the step count is the CPU-time
@@ -41,10 +42,16 @@ import torch
 
 from common import cpu_seconds_per_step
 from trilemma.methods import ScoreModel
-from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
+from trilemma.metrics.mixture import (
+    SlicedReference,
+    far_outlier_share,
+    oracle_report,
+    random_directions,
+)
 from trilemma.nets import MLP
 from trilemma.oracle import grid25
 from trilemma.processes import get_process
+from trilemma.samplers import sample as run_sampler
 from trilemma.train import Trainer
 
 GRID_RMS = 1.415  # sqrt(2 + 0.05^2): what sigma_data: auto estimates for grid25
@@ -188,9 +195,27 @@ def table(out: Path) -> dict:
     return result
 
 
+EXACT_SAMPLERS = [("em", 200), ("dpm2m", 10), ("dpm2m", 20), ("dpm2m", 50), ("edm", 35),
+                  ("ode", None)]
+
+
+def exact_score(n: int = 20_000, seed: int = 0) -> list[dict]:
+    """The samplers on the oracle's exact score (float64): the far-outlier share that
+    discretisation alone leaves, the floor for the trained models' rows."""
+    mixture, proc = grid25(), get_process("vp")
+    rows = []
+    for name, nfe in EXACT_SAMPLERS:
+        res = run_sampler(name, mixture.score_fn(proc), proc, (n, 2), nfe,
+                          generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        far = far_outlier_share(mixture, res.samples.float())
+        rows.append({"sampler": name, "nfe": res.nfe, "far_outliers": far})
+        print(f"  exact score, {name} nfe={res.nfe}: far outliers {100 * far:.2f} %", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "table"])
+    p.add_argument("command", choices=["run", "table", "exact"])
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     p.add_argument("--seeds", default="0,1", help="comma-separated")
     p.add_argument("--budget-cpu-s", type=float, default=300.0, help="CPU seconds per model")
@@ -200,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if args.command == "table":
         table(out)
+        return
+    if args.command == "exact":
+        torch.set_num_threads(1)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "exact_score.json").write_text(json.dumps(exact_score(), indent=1))
         return
     torch.set_num_threads(1)
     (out / "runs").mkdir(parents=True, exist_ok=True)
