@@ -16,6 +16,12 @@ all are scored by :func:`trilemma.metrics.mixture.oracle_report` against
 3 sigma of its mode (``quality``), KL of the mode weights, SW2. Writes
 ``<out>/consistency_toy.json`` and prints a table (mean over seeds, then each seed's value) and
 the median distance of each 1-step student's samples to the chain's.
+
+``--tune-taus`` adds rows "CD student, tuned levels" at NFE 2 and 4: the inner levels chosen by
+:func:`trilemma.methods.consistency_tuning.tune_taus` with the data-only score
+(:func:`~trilemma.methods.consistency_tuning.prdc_score` against 4096 training draws of the
+mixture, seed 5), tuned on noise seed ``2000 + seed`` and scored, like every other row, on the
+evaluation noise ``1000 + seed``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import torch
 
 import trilemma
+from trilemma.methods.consistency_tuning import prdc_score, tune_taus
 from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
 from trilemma.oracle import grid25
 from trilemma.processes import get_process
@@ -36,6 +43,8 @@ from trilemma.samplers import sample as run_sampler
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"oracle": ROOT / "configs" / "toy_cd.yaml", "vp": ROOT / "configs" / "toy_cd_vp.yaml"}
 STUDENT_NFE = (1, 2, 4)
+TUNED_NFE = (2, 4)
+TUNE_DATA_SEED, TUNE_N = 5, 4096
 TEACHER_NFE = (5, 10)
 METRICS = ("modes_covered", "quality", "kl_weights", "sw2")
 N_REFERENCE, REFERENCE_SEED, DIRECTIONS_SEED = 20_000, 10_007, 10_009
@@ -82,6 +91,26 @@ def student_rows(teacher: str, seed: int, info: dict, n: int, ref: SlicedReferen
         rows.append({"teacher": teacher, "model": "CD student", "sampler": "consistency",
                      "nfe": res.nfe, "seed": seed, "train_cpu_s": info["train_cpu_s"],
                      "taus": res.info["taus"], **score(res.samples, ref)})
+    return rows
+
+
+def tuned_rows(teacher: str, seed: int, info: dict, n: int, ref: SlicedReference) -> list:
+    """The student at :data:`TUNED_NFE` with levels tuned on training draws (module doc)."""
+    model = trilemma.load(info["run"])
+    data, _ = grid25().sample(TUNE_N, torch.Generator().manual_seed(TUNE_DATA_SEED))
+    rows = []
+    for nfe in TUNED_NFE:
+        cpu0 = time.process_time()
+        tuned = tune_taus(model, nfe, prdc_score(data), n=TUNE_N, seed=2000 + seed)
+        cpu = time.process_time() - cpu0
+        res = model.sample(n, "consistency", nfe, taus=tuned.taus,
+                           generator=torch.Generator().manual_seed(1000 + seed))
+        rows.append({"teacher": teacher, "model": "CD student, tuned levels",
+                     "sampler": "consistency", "nfe": res.nfe, "seed": seed,
+                     "taus": tuned.taus, "tune_cpu_s": cpu, "tune_evaluations": tuned.evaluations,
+                     **score(res.samples, ref)})
+        print(f"  tuned NFE {nfe}: taus {[round(t, 4) for t in tuned.taus]} "
+              f"({tuned.evaluations} evaluations, {cpu:.0f} CPU-s)", flush=True)
     return rows
 
 
@@ -145,6 +174,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the students' configs (repeatable), e.g. "
                          "--set model.net.hidden=256")
+    ap.add_argument("--tune-taus", action="store_true",
+                    help="add rows with the inner levels tuned on training draws (module doc)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -156,6 +187,8 @@ def main() -> None:
             print(f"{teacher} seed {seed}: {info['steps']} steps, "
                   f"{info['train_cpu_s']:.0f} CPU-s of training", flush=True)
             rows += student_rows(teacher, seed, info, args.n, ref)
+            if args.tune_taus:
+                rows += tuned_rows(teacher, seed, info, args.n, ref)
             rows.append(chain_row(teacher, seed, info, args.n, ref))
             rows += teacher_rows(teacher, seed, args.teacher_run, args.n, ref)
     text = table(rows) + "\n\nmedian distance of the 1-step student to the teacher's chain: " + \

@@ -3,6 +3,7 @@
 noise-conditional classifier that guides a score model."""
 
 from .consistency import ConsistencyModel
+from .consistency_tuning import TunedTaus, prdc_score, tune_taus
 from .ddgan import DDGAN, DDGANSchedule
 from .lsgm import LSGM
 from .noise_classifier import NoiseClassifier
@@ -10,4 +11,4 @@ from .reflow import Reflow
 from .score_model import OBJECTIVES, ScoreModel
 
 __all__ = ["DDGAN", "LSGM", "OBJECTIVES", "ConsistencyModel", "DDGANSchedule", "NoiseClassifier",
-           "Reflow", "ScoreModel"]
+           "Reflow", "ScoreModel", "TunedTaus", "prdc_score", "tune_taus"]
