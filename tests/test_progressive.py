@@ -224,6 +224,7 @@ def test_config_defaults_sample_ddim_at_final_steps():
     ({"start_steps": 12}, "model.start_steps: expected a power of two"),
     ({"final_steps": 3}, "model.final_steps: expected a power of two"),
     ({"start_steps": 8, "final_steps": 16}, "model.final_steps: must be below"),
+    ({"start_steps": 8, "final_steps": 8}, "model.final_steps: must be below"),
     ({"steps_per_round": 0}, "model.steps_per_round"),
     ({"weighting": "snr"}, "model.weighting"),
     ({"prediction": "mixed"}, "model.prediction"),

@@ -1,4 +1,4 @@
-"""Progressive distillation (Salimans and Ho 2022; REFERENCE §10.2): a score model whose
+"""Progressive distillation (Salimans and Ho 2022; REFERENCE §10.3): a score model whose
 deterministic DDIM sampler at ``N`` steps matches its teacher's at ``2N``, halved round by round.
 
 Grid: the process's own DDIM grid, uniform in log-SNR from ``T`` to ``eps``
