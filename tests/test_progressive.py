@@ -156,6 +156,10 @@ def test_rounds_halve_n_copy_the_student_into_the_teacher_and_stop_at_final():
                 assert torch.equal(q, w)
     assert seen == [8, 8, 4, 4, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]
     assert next(model.teacher_model.parameters())[0, 0] != next(model.model.parameters())[0, 0]
+    late = ProgressiveModel(teacher.process, MLP(2, 2, hidden=8, depth=1), teacher, (2,),
+                            start_steps=16, final_steps=2, steps_per_round=3)
+    late.after_optimizer_step(3)  # step 2 (the round's last) was skipped as non-finite
+    assert late.student_steps == 4
 
 
 def _toy(seed: int = 0) -> ProgressiveModel:

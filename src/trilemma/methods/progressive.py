@@ -154,13 +154,15 @@ class ProgressiveModel(ScoreModel):
 
     def after_optimizer_step(self, step: int) -> None:
         """After ``steps_per_round`` optimizer steps of a round (``step`` is 0-based) the teacher
-        copy takes the student's raw weights and ``N`` halves; after the last round nothing."""
-        done = step + 1
-        if done % self.steps_per_round or done // self.steps_per_round >= self.num_rounds:
+        copy takes the student's raw weights and ``N`` halves; after the last round nothing. (A
+        skipped non-finite step at a round's end delays the change by one step, never loses
+        it.)"""
+        want = min((step + 1) // self.steps_per_round, self.num_rounds - 1)
+        if want <= self.current_round:
             return
         with torch.no_grad():
             self.teacher_model.load_state_dict(self.model.state_dict())
-            self.pd_round.fill_(done // self.steps_per_round)
+            self.pd_round.fill_(want)
 
     @torch.no_grad()
     def prepare_training(self, *, run_dir: str | os.PathLike, config: Mapping[str, Any],
