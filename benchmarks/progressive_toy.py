@@ -16,6 +16,11 @@ NFE and at 64 steps draws from the same noise seed (``1000 + seed``). All are sc
 ``benchmarks/consistency_toy.py`` (20 000 exact samples): modes covered, share within 3 sigma,
 mode-weight KL, SW2. Writes ``<out>/progressive_toy.json`` and prints a table (mean over seeds,
 then each seed's value).
+
+``--vp-student RUN --vp-teacher RUN`` adds rows for a student of a trained VP run (e.g.
+``configs/toy_pd_vp.yaml`` trained from ``configs/toy_vp.yaml``'s run): the student's ``ddim`` at
+its final N and the teacher run's own ``ddim`` (no Tweedie call) at N and 64 steps, on each
+seed's noise.
 """
 
 from __future__ import annotations
@@ -77,6 +82,20 @@ def rows_of(seed: int, info: dict, per_round: int, n: int, ref: SlicedReference)
     return rows
 
 
+def vp_rows(seed: int, student: str, teacher: str, n: int, ref: SlicedReference) -> list:
+    """A trained run teacher's student at its final N and the teacher's DDIM at N and 64."""
+    model, rows = trilemma.load(student), []
+    nfe = model.student_steps
+    for name, m, k in (("PD student of the VP run", model, nfe),
+                       ("VP run DDIM", trilemma.load(teacher), nfe),
+                       ("VP run DDIM", trilemma.load(teacher), START)):
+        res = m.sample(n, "ddim", k, generator=torch.Generator().manual_seed(1000 + seed),
+                       denoise=False)
+        assert res.nfe == k, (res.nfe, k)
+        rows.append({"model": name, "nfe": k, "seed": seed, **score(res.samples, ref)})
+    return rows
+
+
 def table(rows: list) -> str:
     """Markdown: one line per (model, NFE), mean over seeds then each seed's value."""
     keys = sorted({(r["model"], r["nfe"]) for r in rows}, key=lambda k: (k[0], k[1]))
@@ -99,6 +118,8 @@ def main() -> None:
     ap.add_argument("--steps-per-round", type=int, default=1200)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--out", default="out/progressive_toy")
+    ap.add_argument("--vp-student", default=None, help="a trained toy_pd_vp run to score too")
+    ap.add_argument("--vp-teacher", default=None, help="its teacher run (toy_vp)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the student's config (repeatable)")
     args = ap.parse_args()
@@ -112,6 +133,8 @@ def main() -> None:
         print(f"seed {seed}: {info['steps']} steps in {info['train_cpu_s']:.0f} CPU-s",
               flush=True)
         rows += rows_of(seed, info, args.steps_per_round, args.n, ref)
+        if args.vp_student and args.vp_teacher:
+            rows += vp_rows(seed, args.vp_student, args.vp_teacher, args.n, ref)
     out.mkdir(parents=True, exist_ok=True)
     (out / "progressive_toy.json").write_text(json.dumps({"rows": rows, "train": train,
                                                           "args": vars(args)}, indent=1))
