@@ -186,6 +186,23 @@ def test_round_state_survives_a_checkpoint_resume(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_teacher_network_given_by_hand_is_copied_into_student_and_teacher_copy(tmp_path):
+    from trilemma.methods import ScoreModel
+    from trilemma.methods.consistency_teacher import teacher_from_model
+
+    p = get_process("vp")
+    torch.manual_seed(0)
+    trained = ScoreModel(p, MLP(2, 2, hidden=8, depth=1), (2,), prediction="v")
+    model = ProgressiveModel(p, MLP(2, 2, hidden=8, depth=1), teacher_from_model(trained, "t"),
+                             (2,), start_steps=4, final_steps=2)
+    assert not model.oracle_first
+    model.prepare_training(run_dir=tmp_path, config={})
+    for part in (model.model, model.teacher_model):
+        for (k, v), w in zip(part.state_dict().items(), trained.model.state_dict().values(),
+                             strict=True):
+            assert torch.equal(v, w), k
+
+
 # --------------------------------------------------------------------------- sampling
 @pytest.mark.parametrize("nfe", [1, 2, 4])
 def test_ddim_counts_network_calls_exactly_on_the_training_grid(nfe):

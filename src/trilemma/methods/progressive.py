@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -69,7 +69,7 @@ def ddim_jump(proc: ScalarProcess, z: Tensor, x0: Tensor, t: Tensor, s: Tensor) 
 
 
 def two_step_target(proc: ScalarProcess, z: Tensor, t: Tensor, t_mid: Tensor, t_end: Tensor,
-                    teacher_x0: Any) -> Tensor:
+                    teacher_x0: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     """The paper's ``x~``: two teacher DDIM steps ``t -> t_mid -> t_end`` (``teacher_x0(z, t)``
     gives Tweedie's estimate), then the ``x0`` whose one DDIM step ``t -> t_end`` lands there."""
     z_mid = ddim_jump(proc, z, teacher_x0(z, t), t, t_mid)
@@ -167,19 +167,19 @@ class ProgressiveModel(ScoreModel):
     @torch.no_grad()
     def prepare_training(self, *, run_dir: str | os.PathLike, config: Mapping[str, Any],
                          is_main: bool = True, resume: bool = False) -> None:
-        """Check that ``train.steps`` covers every round; on a fresh start from a teacher run,
-        load it and copy its weights into the student and the teacher copy (on ``--resume`` the
-        checkpoint holds both, so the teacher run is not read)."""
+        """Check that ``train.steps`` covers every round; on a fresh start from a teacher network
+        (a run, loaded now if deferred) copy its weights into the student and the teacher copy
+        (on ``--resume`` the checkpoint holds both, so the teacher run is not read)."""
         steps = (config.get("train") or {}).get("steps")
         need = self.num_rounds * self.steps_per_round
         if isinstance(steps, int) and steps < need:
             raise ValueError(f"train.steps: {self.num_rounds} rounds of {self.steps_per_round} "
                              f"steps (model.steps_per_round) need train.steps >= {need}, got "
                              f"{steps}")
-        load = getattr(self.teacher, "load", None)
-        if resume or not callable(load):
+        if resume or self.oracle_first:
             return
-        module = load().module
+        load = getattr(self.teacher, "load", None)
+        module = load().module if callable(load) else self.teacher.module
         state = getattr(module, "model", module).state_dict()
         try:
             self.model.load_state_dict(state)
