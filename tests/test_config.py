@@ -99,7 +99,8 @@ def _shipped(path: Path) -> tuple[Config, tuple[int, ...], object]:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads_and_builds(path: Path):
     cfg, shape, ds = _shipped(path)
-    teacher = cfg.model.get("teacher") if cfg.model.get("method") == "consistency" else None
+    teacher = cfg.model.get("teacher") if cfg.model.get("method") in (
+        "consistency", "progressive") else None
     model = build_model(cfg, shape)
     if teacher and not teacher.startswith("oracle:") and not Path(teacher).exists():
         # a distillation config whose teacher run (relative to where it is run) is not trained:

@@ -26,6 +26,8 @@ def _short(config, out, **kw):
     overrides = [o for o in kw.pop("overrides", ()) if "kl_anneal_steps" not in o]
     overrides += ["train.steps=30", "train.warmup_steps=0", "train.sample_every=0",
                   "train.ckpt_every=0"]
+    if "toy_pd" in str(config):  # progressive rounds must fit train.steps (4 rounds x 5)
+        overrides.append("model.steps_per_round=5")
     return trilemma.api.train(config, out, overrides=overrides, progress=False, **kw)
 
 
