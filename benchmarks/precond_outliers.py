@@ -10,8 +10,9 @@ score, the exact score, and two hybrids split at the noise level ``sigma = sigma
 given by ``--split`` (default 0.1, 0.3 and 1.0): ``model above, exact below`` (the exact score
 finishes what the model started) and ``exact above, model below``. If the model's outliers
 vanish when the exact score takes over below a level, the draws were left between the modes at
-that level and the model's denoiser, never trained there (no noisy data at small sigma lies
-between the modes), does not pull them back. Writes ``<out>/precond_outliers.json``.
+that level and the model's denoiser does not pull them back. ``--solvers`` adds rows of the
+model alone with other 20-call deterministic solvers and grids (``NAME:NFE[:grid=G]``, e.g.
+``ddim:20,dpm2m:20:grid=edm``). Writes ``<out>/precond_outliers_<variant>_seed<k>.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget-cpu-s", type=float, default=150.0)
     p.add_argument("--split", default="0.1,0.3,1.0")
     p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--solvers", default="", help="extra model-only rows, NAME:NFE[:grid=G],...")
     p.add_argument("--out", default="out/precond_outliers")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,16 +59,21 @@ def main(argv: list[str] | None = None) -> dict:
     for s in (float(v) for v in args.split.split(",")):
         fns[f"model above {s:g}, exact below"] = hybrid(learnt, exact, proc, s)
         fns[f"exact above {s:g}, model below"] = hybrid(exact, learnt, proc, s)
+    plan = [(name, fn, sampler, nfe, {}) for name, fn in fns.items()
+            for sampler, nfe in (("dpm2m", 20), ("ode", 2000))]
+    for spec in filter(None, args.solvers.split(",")):
+        sampler, nfe, *opts = spec.split(":")
+        kw = dict(o.split("=", 1) for o in opts)
+        plan.append((f"model ({spec})", learnt, sampler, int(nfe), kw))
     rows = []
-    for name, fn in fns.items():
-        for sampler, nfe in (("dpm2m", 20), ("ode", 2000)):
-            gen = torch.Generator().manual_seed(1000 + args.seed)
-            res = run_sampler(sampler, fn, proc, (args.n, 2), nfe, generator=gen,
-                              dtype=torch.float64)
-            far = far_outlier_share(mix, res.samples)
-            rows.append({"score": name, "sampler": sampler, "nfe": res.nfe, "far_outliers": far})
-            print(f"{name:32s} {sampler:5s} nfe={res.nfe:4d} far outliers {100 * far:.3f} %",
-                  flush=True)
+    for name, fn, sampler, nfe, kw in plan:
+        gen = torch.Generator().manual_seed(1000 + args.seed)
+        res = run_sampler(sampler, fn, proc, (args.n, 2), nfe, generator=gen,
+                          dtype=torch.float64, **kw)
+        far = far_outlier_share(mix, res.samples)
+        rows.append({"score": name, "sampler": sampler, "nfe": res.nfe, "far_outliers": far})
+        print(f"{name:32s} {sampler:5s} nfe={res.nfe:4d} far outliers {100 * far:.3f} %",
+              flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"args": vars(args), "train": info, "rows": rows}
