@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         cpu0 = time.process_time()
         tuned = tune_taus(model, nfe, score, n=args.n, seed=args.seed)
         cpu = time.process_time() - cpu0
-        taus = "[" + ",".join(f"{t:.6g}" for t in tuned.taus) + "]"
+        taus = "[" + ",".join(f"{t:.10g}" for t in tuned.taus) + "]"
         result["tuned"].append({"nfe": nfe, "taus": tuned.taus, "score": tuned.score,
                                 "initial_taus": tuned.initial_taus,
                                 "initial_score": tuned.initial_score,

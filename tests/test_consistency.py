@@ -229,6 +229,12 @@ def test_sampling_options_and_errors():
         model.check_sampler("consistency", 2, {"taus": [1.0, 2.0]})
     with pytest.raises(ValueError, match="options: unknown"):
         model.check_sampler("consistency", 2, {"eta": 1})
+    # sigma_max printed to four digits rounds above it: read as sigma_max, further is an error
+    printed = float(f"{model.sigma_max:.4g}")
+    assert printed > model.sigma_max
+    assert model.taus(2, [printed, 1.0]) == [model.sigma_max, 1.0]
+    with pytest.raises(ValueError, match="options: taus must decrease strictly within"):
+        model.taus(2, [model.sigma_max * 1.01, 1.0])
 
 
 # --------------------------------------------------------------------------- configs

@@ -54,6 +54,8 @@ WEIGHTINGS = ("uniform", "inverse_gap")
 SAMPLERS = ("consistency",)
 SAMPLE_OPTIONS = ("taus", "trajectory")
 HUBER_C = 0.00054  # improved consistency training: c = 0.00054 sqrt(dim)
+#: relative tolerance above sigma_max for a sampling level (a rounded print of sigma_max)
+TAU_RTOL = 1e-3
 
 
 def consistency_coefs(sigma: Tensor, sigma_min: float, sigma_data: float
@@ -90,10 +92,13 @@ def default_taus(nfe: int, sigmas: Tensor, sigma_data: float) -> list[float]:
 
 def check_taus(taus: Any, nfe: int, sigma_min: float, sigma_max: float) -> list[float]:
     """``taus`` as floats, or ``ValueError('options: ...')``: ``nfe`` strictly decreasing
-    levels in ``(sigma_min, sigma_max]``."""
+    levels in ``(sigma_min, sigma_max]`` (up to :data:`TAU_RTOL` above ``sigma_max`` is read as
+    ``sigma_max``)."""
     ok = isinstance(taus, Sequence) and not isinstance(taus, str) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in taus)
-    vals = [float(v) for v in taus] if ok else []
+    # a level printed with a few digits may round just above sigma_max: take it as sigma_max
+    vals = [sigma_max if sigma_max < float(v) <= sigma_max * (1 + TAU_RTOL) else float(v)
+            for v in taus] if ok else []
     if not ok or len(vals) != nfe:
         raise ValueError(f"options: taus must be a list of {nfe} numbers (one per step), got "
                          f"{taus!r}")
