@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from counting_net import CountingNet
 from trilemma.config import ConfigError, validate
 from trilemma.methods.consistency import ConsistencyModel, consistency_coefs, default_taus
 from trilemma.methods.consistency_teacher import Teacher
@@ -51,19 +52,6 @@ class TableNet(nn.Module):
     def forward(self, inp: Tensor, t: Tensor) -> Tensor:
         idx = (t[:, None].float() - self.c_noise[None]).abs().argmin(1)
         return self.a[idx, None] * inp + self.b[idx, None]
-
-
-class CountingNet(nn.Module):
-    """An MLP that counts its forward calls."""
-
-    def __init__(self, dim: int = 2) -> None:
-        super().__init__()
-        self.mlp = MLP(dim, dim, hidden=16, depth=2)
-        self.calls = 0
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls += 1
-        return self.mlp(x, t)
 
 
 def _student(net: nn.Module, teacher: Teacher, **kw) -> ConsistencyModel:

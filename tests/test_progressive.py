@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from counting_net import CountingNet
 from trilemma.config import ConfigError, validate
 from trilemma.methods.consistency_teacher import Teacher
 from trilemma.methods.progressive import ProgressiveModel, two_step_target
@@ -69,19 +70,6 @@ class ClosedFormNet(nn.Module):
         coarse, fine = log_snr_grid(p, self.n), log_snr_grid(p, 2 * self.n)
         i = (t[:, None] - coarse[None, :-1]).abs().argmin(1)
         return closed_target(p, z, t, fine[2 * i + 1], coarse[i + 1]) + 0 * self.dummy
-
-
-class CountingNet(nn.Module):
-    """An MLP that counts its forward calls."""
-
-    def __init__(self, dim: int = 2) -> None:
-        super().__init__()
-        self.mlp = MLP(dim, dim, hidden=16, depth=2)
-        self.calls = 0
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls += 1
-        return self.mlp(x, t)
 
 
 # --------------------------------------------------------------------------- the target

@@ -13,10 +13,8 @@ read from the working directory).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import RunError
 from ...methods.consistency import (
     DISTANCES,
     SAMPLE_OPTIONS,
@@ -24,21 +22,18 @@ from ...methods.consistency import (
     WEIGHTINGS,
     ConsistencyModel,
 )
-from ...methods.consistency_teacher import SOLVERS, DeferredTeacher, Teacher, teacher_from_model
+from ...methods.consistency_teacher import SOLVERS
 from ...nets import NETS, build_net
-from ...oracle import MIXTURES, get_mixture
-from ...processes import PROCESSES, get_process
+from ...processes import PROCESSES
 from ...processes.base import ScalarProcess
-from ...train import CheckpointError
-from ..build import load_run
 from ..registry import MethodSetup
-from ..schema import ConfigError, Field, check_section, fields_from_signature, one_of, positive
+from ..schema import Field, check_section, fields_from_signature, one_of, positive
 from ..sections import DERIVED_NET_KEYS, sample_fields, size_net, validate_subnet, wrap_errors
+from .teachers import check_teacher_ref, load_teacher
 
 if TYPE_CHECKING:
     from ..config import Config
 
-ORACLE = "oracle:"
 _NOT_CONFIG = ("net", "teacher", "data_shape")
 
 
@@ -52,12 +47,6 @@ def _ema_target(v: Any) -> str | None:
     return None if ok else "a number in [0, 1) (the target network's EMA rate mu)"
 
 
-def _teacher(v: Any) -> str | None:
-    if not isinstance(v, str) or not v.strip():
-        return "a trained score-model run folder or oracle:NAME"
-    if v.startswith(ORACLE) and v[len(ORACLE):] not in MIXTURES:
-        return "oracle:NAME with NAME one of: " + ", ".join(MIXTURES)
-    return None
 
 
 def _net(raw: dict[str, Any], data: str | None, problems: list[str]) -> dict[str, Any]:
@@ -80,7 +69,7 @@ def validate_model(raw: dict[str, Any], process: str | None, data: str | None,
               "weighting": one_of(*WEIGHTINGS),
               "sigma_data": positive, "rho": positive}
     fields = {"method": Field("method", str, "consistency"),
-              "teacher": Field("teacher", str, check=_teacher),
+              "teacher": Field("teacher", str, check=check_teacher_ref),
               **fields_from_signature(ConsistencyModel, exclude=_NOT_CONFIG, checks=checks)}
     body = {k: v for k, v in raw.items() if k != "net"}
     out = check_section("model", body, fields, problems)
@@ -118,47 +107,6 @@ def validate_sample(raw: Any, model: dict[str, Any], process: str | None,
 def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
     """The student network's config sized for the data."""
     return size_net(config.model["net"], data_shape, seed=config.seed)
-
-
-def load_teacher(config: Config, data_shape: tuple[int, ...]) -> Teacher:
-    """The frozen teacher named by ``model.teacher``: the oracle at once; a run deferred
-    (:class:`~trilemma.methods.consistency_teacher.DeferredTeacher`: loaded for training, by
-    ``prepare_training``, and never for sampling), raising a ConfigError naming the field when
-    it is missing or does not fit the student's process and data."""
-    ref = config.model["teacher"]
-    shape = tuple(int(s) for s in data_shape)
-    if ref.startswith(ORACLE):
-        mixture = get_mixture(ref[len(ORACLE):])
-        if shape != (mixture.dim,):
-            raise ConfigError([f"model.teacher: {ref!r} is a {mixture.dim}-D mixture, the data "
-                               f"has sample shape {shape}; use data of that mixture"])
-        process = wrap_errors("process", lambda: get_process(**config.process))
-        return wrap_errors("model.teacher", lambda: Teacher(mixture.score_fn(process), process,
-                                                            ref))
-    process = wrap_errors("process", lambda: get_process(**config.process))
-    return wrap_errors("model.teacher", lambda: DeferredTeacher(
-        lambda: _load_run_teacher(config, ref, shape), process, ref))
-
-
-def _load_run_teacher(config: Config, ref: str, shape: tuple[int, ...]) -> Teacher:
-    """The teacher run ``ref`` (checked against the student's process and data shape)."""
-    if not Path(ref).exists():
-        raise ConfigError([f"model.teacher: the teacher run {ref!r} was not found (a relative "
-                           "path is read from the working directory); train it first, e.g. "
-                           f"trilemma train configs/toy_vp.yaml --out {ref}, or point "
-                           "model.teacher at it"])
-    try:
-        model, tconfig, _ = load_run(ref, "cpu")
-    except (RunError, CheckpointError, ConfigError, FileNotFoundError) as err:
-        raise ConfigError([f"model.teacher: cannot load the teacher run {ref!r}: {err}"]
-                          ) from None
-    if tconfig.process != config.process:
-        raise ConfigError([f"process: the student works in its teacher's process; the teacher "
-                           f"run {ref!r} has {tconfig.process}, this config {config.process}"])
-    if tuple(getattr(model, "data_shape", ())) != shape:
-        raise ConfigError([f"model.teacher: the teacher run {ref!r} models samples of shape "
-                           f"{tuple(model.data_shape)}, the data has {shape}"])
-    return wrap_errors("model.teacher", lambda: teacher_from_model(model, ref))
 
 
 def build(config: Config, data_shape: tuple[int, ...]) -> ConsistencyModel:

@@ -11,28 +11,22 @@ With an oracle teacher the student starts from a fresh network (default predicti
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import RunError
-from ...methods.consistency_teacher import DeferredTeacher, Teacher, teacher_from_model
 from ...methods.progressive import DDIM, WEIGHTINGS, ProgressiveModel, is_power_of_two
 from ...nets import NETS, build_net
-from ...oracle import MIXTURES, get_mixture
 from ...parametrization import SCALAR_PREDICTIONS
 from ...processes import PROCESSES, get_process
 from ...processes.base import ScalarProcess
 from ...samplers.registry import check_sampler
-from ...train import CheckpointError
-from ..build import load_run
 from ..registry import MethodSetup
-from ..schema import ConfigError, Field, check_section, one_of, positive
+from ..schema import Field, check_section, one_of, positive
 from ..sections import DERIVED_NET_KEYS, sample_fields, size_net, validate_subnet, wrap_errors
+from .teachers import check_teacher_ref, load_teacher
 
 if TYPE_CHECKING:
     from ..config import Config
 
-ORACLE = "oracle:"
 #: the model keys a run teacher fixes (the student starts from its weights)
 TEACHER_KEYS = ("net", "prediction", "sigma_data")
 
@@ -46,17 +40,11 @@ def _positive_int(v: Any) -> str | None:
     return None if ok else "a positive integer (optimizer steps per halving)"
 
 
-def _teacher(v: Any) -> str | None:
-    if not isinstance(v, str) or not v.strip():
-        return "a trained score-model run folder or oracle:NAME"
-    if v.startswith(ORACLE) and v[len(ORACLE):] not in MIXTURES:
-        return "oracle:NAME with NAME one of: " + ", ".join(MIXTURES)
-    return None
 
 
 def _fields() -> dict[str, Field]:
     return {"method": Field("method", str, "progressive"),
-            "teacher": Field("teacher", str, check=_teacher),
+            "teacher": Field("teacher", str, check=check_teacher_ref),
             "start_steps": Field("start_steps", int, 64, _power_of_two),
             "final_steps": Field("final_steps", int, 1, _power_of_two),
             "steps_per_round": Field("steps_per_round", int, 500, _positive_int),
@@ -113,56 +101,9 @@ def net_kwargs(config: Config, data_shape: tuple[int, ...]) -> dict[str, Any]:
     return size_net(config.model["net"], data_shape, seed=config.seed)
 
 
-def load_teacher(config: Config, data_shape: tuple[int, ...]) -> Teacher:
-    """The first round's teacher named by ``model.teacher``: the oracle at once, a run deferred
-    (read by ``prepare_training`` when training starts, never for sampling)."""
-    ref = config.model["teacher"]
-    shape = tuple(int(s) for s in data_shape)
-    process = wrap_errors("process", lambda: get_process(**config.process))
-    if ref.startswith(ORACLE):
-        mixture = get_mixture(ref[len(ORACLE):])
-        if shape != (mixture.dim,):
-            raise ConfigError([f"model.teacher: {ref!r} is a {mixture.dim}-D mixture, the data "
-                               f"has sample shape {shape}; use data of that mixture"])
-        return wrap_errors("model.teacher", lambda: Teacher(mixture.score_fn(process), process,
-                                                            ref))
-    return wrap_errors("model.teacher", lambda: DeferredTeacher(
-        lambda: _load_run_teacher(config, ref, shape), process, ref))
-
-
-def _load_run_teacher(config: Config, ref: str, shape: tuple[int, ...]) -> Teacher:
-    """The teacher run ``ref``, checked against the student's process, data shape and the
-    model keys the student inherits (:data:`TEACHER_KEYS`)."""
-    if not Path(ref).exists():
-        raise ConfigError([f"model.teacher: the teacher run {ref!r} was not found (a relative "
-                           "path is read from the working directory); train it first, e.g. "
-                           f"trilemma train configs/toy_vp.yaml --out {ref}, or point "
-                           "model.teacher at it"])
-    try:
-        model, tconfig, _ = load_run(ref, "cpu")
-    except (RunError, CheckpointError, ConfigError, FileNotFoundError) as err:
-        raise ConfigError([f"model.teacher: cannot load the teacher run {ref!r}: {err}"]
-                          ) from None
-    if tconfig.process != config.process:
-        raise ConfigError([f"process: the student works in its teacher's process; the teacher "
-                           f"run {ref!r} has {tconfig.process}, this config {config.process}"])
-    if tuple(getattr(model, "data_shape", ())) != shape:
-        raise ConfigError([f"model.teacher: the teacher run {ref!r} models samples of shape "
-                           f"{tuple(model.data_shape)}, the data has {shape}"])
-    if tconfig.model.get("method", "score") != "score":
-        raise ConfigError([f"model.teacher: the teacher run {ref!r} is a "
-                           f"{tconfig.model.get('method')!r} run; it must be a score model"])
-    for key in TEACHER_KEYS:
-        if tconfig.model.get(key) != config.model.get(key):
-            raise ConfigError([f"model.{key}: the student starts from the teacher's weights, "
-                               f"so it must be the teacher run's: {tconfig.model.get(key)!r} "
-                               f"(got {config.model.get(key)!r})"])
-    return wrap_errors("model.teacher", lambda: teacher_from_model(model, ref))
-
-
 def build(config: Config, data_shape: tuple[int, ...]) -> ProgressiveModel:
     """The :class:`~trilemma.methods.progressive.ProgressiveModel` of a config."""
-    teacher = load_teacher(config, data_shape)
+    teacher = load_teacher(config, data_shape, TEACHER_KEYS)
     process = wrap_errors("process", lambda: get_process(**config.process))
     net = wrap_errors("model.net", lambda: build_net(net_kwargs(config, data_shape)))
     m = {k: v for k, v in config.model.items() if k not in ("method", "teacher", "net")}
