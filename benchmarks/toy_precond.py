@@ -21,7 +21,8 @@ ends at the budget. The variants differ only in what the issue asks to ablate:
 - ``precond_lognormal``: ``edm`` without EDM's weighting (``quality`` weighting);
 - ``edm_wide``: ``edm`` with a 256 x 4 MLP (fewer steps in the same budget);
 - ``edm_smooth`` / ``eps_smooth``: ``edm`` / ``eps`` with the Fourier time embedding's scale 1
-  instead of 16 (a network smoother in the noise level, which multistep solvers extrapolate).
+  instead of 16 (a network smoother in the noise level, which multistep solvers extrapolate);
+- ``edm_smooth_wide``: ``edm_smooth`` with a 256 x 4 MLP (give it about 4x the budget).
 
 The EMA weights are sampled with EM 200, DPM-Solver++(2M) 10 and 20, EDM Heun 20 and 35 and the
 adaptive probability-flow ODE (dopri5, rtol = atol = 1e-5), all from the same prior noise per seed,
@@ -71,6 +72,7 @@ VARIANTS: dict[str, dict] = {
     "edm_wide": {**EDM, "net": {"hidden": 256, "depth": 4}},
     "edm_smooth": {**EDM, "net": {"embed_scale": 1.0}},
     "eps_smooth": {"net": {"embed_scale": 1.0}},
+    "edm_smooth_wide": {**EDM, "net": {"embed_scale": 1.0, "hidden": 256, "depth": 4}},
 }
 SAMPLERS = [("em", 200), ("dpm2m", 10), ("dpm2m", 20), ("edm", 20), ("edm", 35), ("ode", None)]
 TRAIN = {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 100, "schedule": "cosine",
