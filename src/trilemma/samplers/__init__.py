@@ -36,12 +36,14 @@ from .ode import ODEBudgetExceeded, sample_euler, sample_heun, sample_ode, sampl
 from .pc import sample_pc
 from .registry import SAMPLERS, SamplerSpec, check_sampler, sample, sample_from, samplers_for
 from .sscs import sample_sscs
+from .teleport import GaussianMoments, gaussian_flow, landing_time, teleport_start
 from .unipc import sample_unipc
 
 __all__ = [
     "GRIDS",
     "SAMPLERS",
     "CountingScore",
+    "GaussianMoments",
     "ODEBudgetExceeded",
     "SampleResult",
     "SamplerSpec",
@@ -53,9 +55,11 @@ __all__ = [
     "denoise_step",
     "edm_grid",
     "edm_sigmas",
+    "gaussian_flow",
     "get_grid",
     "grid_from_fractions",
     "grid_error",
+    "landing_time",
     "log_snr_grid",
     "projection_directions",
     "quadratic_grid",
@@ -76,6 +80,7 @@ __all__ = [
     "sample_unipc",
     "samplers_for",
     "sliced_w2",
+    "teleport_start",
     "sqrt_grid",
     "tune_grid",
     "tuned_grid",

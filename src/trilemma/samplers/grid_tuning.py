@@ -9,12 +9,15 @@ bounds the W2 error but also charges draws that switch modes). The interior poin
 parametrised as log-SNR fractions (0 = T, 1 = eps; ``grids.grid_from_fractions``) through a
 softmax of increments above a floor (:data:`MIN_STEP_SHARE`), so every candidate is a valid
 grid, and minimised by Nelder-Mead from the uniform log-SNR grid ("align your steps"-style,
-Sabour et al. 2024, with the discrepancy to a fine solve in place of their KL bound).
+Sabour et al. 2024, with the discrepancy to a fine solve in place of their KL bound). With the
+data's Gaussian moments (``teleport=``) one more fraction places the landing time of the
+analytic teleport (:mod:`trilemma.samplers.teleport`), and the calls start there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +29,7 @@ from ..processes.base import LinearProcess, ScoreFn
 from .dpm_solver import sample_dpm_solver
 from .grids import check_fractions, grid_from_fractions, log_snr_grid
 from .registry import SAMPLERS, check_sampler
+from .teleport import GaussianMoments, teleport_start
 
 _F64 = torch.float64
 #: objective value given to grids on which the sampler fails (non-finite states)
@@ -51,6 +55,8 @@ class TunedGrid:
     error: float
     initial_error: float
     evaluations: int
+    #: whether the grid starts at a teleport's landing time (sample it with ``teleport=``)
+    teleport: bool = False
 
 
 def reference_solve(score_fn: ScoreFn, process: LinearProcess, u_T: Tensor,
@@ -71,13 +77,17 @@ def sliced_w2(x: Tensor, y: Tensor, directions: Tensor) -> float:
 
 def grid_error(score_fn: ScoreFn, process: LinearProcess, sampler: str, u_T: Tensor,
                grid: Tensor, reference: Tensor, denoise: bool | None = None,
-               directions: Tensor | None = None, **opts: object) -> float:
+               directions: Tensor | None = None, teleport: GaussianMoments | None = None,
+               **opts: object) -> float:
     """How far ``sampler``'s samples from ``u_T`` on ``grid`` land from ``reference`` (the fine
     solve of the same draws): the RMS per coordinate, or with ``directions`` the sliced W2,
     which ignores which draw went where (a draw switching modes near a boundary costs RMS but
-    not the distribution). ``_FAILED`` where the sampler produces non-finite values."""
+    not the distribution). With ``teleport`` the draws first jump from ``T`` to ``grid[0]``.
+    ``_FAILED`` where the sampler produces non-finite values."""
     spec = SAMPLERS[sampler]
     den = spec.denoises(process.name) if denoise is None else bool(denoise)
+    if teleport is not None:
+        u_T = teleport_start(process, u_T, grid, teleport)
     try:
         out = spec.fn(score_fn, process, u_T, grid, denoise=den, **{**spec.defaults, **opts})
     except FloatingPointError:
@@ -146,6 +156,7 @@ def tune_grid(
     denoise: bool | None = None,
     options: dict | None = None,
     objective: str = "sw2",
+    teleport: GaussianMoments | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = _F64,
 ) -> TunedGrid:
@@ -162,6 +173,11 @@ def tune_grid(
     ``{"lower_order_final": False}``). Returns a :class:`TunedGrid`; pass its ``grid``
     to :func:`trilemma.samplers.sample` as ``grid=`` (or store its ``fractions`` in
     ``tuned_table.py`` to make them the ``'tuned'`` grid).
+
+    ``teleport`` (the data's :class:`GaussianMoments`) tunes the landing time of the analytic
+    teleport too: the first of the ``n_steps`` fractions is the landing point, the starts add
+    landings at 0.2, 0.3 and 0.4 of the log-SNR range, and the returned grid begins there;
+    sample it with ``sample(..., grid=result.grid, teleport=moments)``.
     """
     _check_tuner_args(sampler, process, nfe, n_samples, reference_steps, max_evals, options)
     if objective not in ("sw2", "rms"):
@@ -172,24 +188,44 @@ def tune_grid(
     if n_steps < max(spec.min_steps, 2):
         raise ValueError(f"nfe = {nfe} gives {n_steps} step(s) with sampler {sampler!r}: "
                          "a grid with interior points needs at least 2")
+    if teleport is not None and not isinstance(teleport, GaussianMoments):
+        raise TypeError(f"teleport must be GaussianMoments, got {type(teleport).__name__}")
+    if teleport is not None and teleport.dim != math.prod(data_shape):
+        raise ValueError(f"teleport: the moments have {teleport.dim} coordinates, data_shape "
+                         f"{tuple(data_shape)} has {math.prod(data_shape)}")
     gen = torch.Generator().manual_seed(seed)
     u_T = process.prior_sample((n_samples, *data_shape), generator=gen, device=device,
                                dtype=dtype)
     reference = reference_solve(score_fn, process, u_T, reference_steps)
     dirs = (projection_directions(reference[0].numel(), seed=seed) if objective == "sw2"
             else None)
-    starts = _starts(n_steps, init)
+    segments = n_steps + int(teleport is not None)  # the teleport's stretch is one more
+    starts = _starts(segments, init) + (_teleport_starts(n_steps) if teleport else [])
+
+    def to_grid(fractions: np.ndarray) -> Tensor:
+        full = grid_from_fractions(process, torch.from_numpy(fractions))
+        return full[1:] if teleport is not None else full
 
     def loss(z: np.ndarray) -> float:
-        grid = grid_from_fractions(process, torch.from_numpy(_fractions(z)))
-        return math.log(grid_error(score_fn, process, sampler, u_T, grid, reference, den,
-                                   dirs, **(options or {})))
+        return math.log(grid_error(score_fn, process, sampler, u_T, to_grid(_fractions(z)),
+                                   reference, den, dirs, teleport, **(options or {})))
 
+    best, best_f, initial, evals = _minimise(loss, starts, max_evals)
+    fractions = _fractions(best)
+    return TunedGrid(sampler, process.name, nfe, n_steps, tuple(float(f) for f in fractions),
+                     to_grid(fractions), objective, math.exp(best_f), initial, evals,
+                     teleport is not None)
+
+
+def _minimise(loss: Callable[[np.ndarray], float], starts: list[Tensor], max_evals: int
+              ) -> tuple[np.ndarray, float, float, int]:
+    """Nelder-Mead from the best of ``starts``, restarted from its best point while it improves;
+    returns the best parameters, their loss, the first start's error and the evaluations."""
     values = [loss(_params(f)) for f in starts]
     initial = math.exp(values[0])
     best_f = min(values)
     best, evals = _params(starts[values.index(best_f)]), len(values)
-    while evals < max_evals:  # Nelder-Mead, restarted from its best point while it improves
+    while evals < max_evals:
         res = optimize.minimize(loss, best, method="Nelder-Mead",
                                 options={"maxfev": max_evals - evals, "xatol": 1e-3,
                                          "fatol": 1e-4, "initial_simplex": _simplex(best)})
@@ -199,10 +235,7 @@ def tune_grid(
             best, best_f = np.asarray(res.x), float(res.fun)
         if gain < 1e-3:
             break
-    fractions = _fractions(best)
-    grid = grid_from_fractions(process, torch.from_numpy(fractions))
-    return TunedGrid(sampler, process.name, nfe, n_steps, tuple(float(f) for f in fractions),
-                     grid, objective, math.exp(best_f), initial, evals)
+    return best, best_f, initial, evals
 
 
 def _starts(n_steps: int, init: list[Tensor | list[float]] | None) -> list[Tensor]:
@@ -210,6 +243,11 @@ def _starts(n_steps: int, init: list[Tensor | list[float]] | None) -> list[Tenso
     uniform = torch.linspace(0.0, 1.0, n_steps + 1, dtype=_F64)[1:-1]
     extra = [check_fractions(f, n_steps) for f in (init or [])]
     return [uniform, uniform ** 0.7, uniform ** 1.4, *extra]
+
+
+def _teleport_starts(n_steps: int) -> list[Tensor]:
+    """Landing at 0.2, 0.3 and 0.4 of the log-SNR range, uniform steps below it."""
+    return [torch.linspace(f0, 1.0, n_steps + 1, dtype=_F64)[:-1] for f0 in (0.2, 0.3, 0.4)]
 
 
 def _simplex(z: np.ndarray, scale: float = 0.5) -> np.ndarray:

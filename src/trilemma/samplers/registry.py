@@ -27,6 +27,7 @@ from .grids import GRIDS, get_grid, tuned_keys
 from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
+from .teleport import GaussianMoments, landing_time, teleport_start
 from .unipc import sample_unipc
 
 SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
@@ -235,7 +236,7 @@ def _check_grid_option(name: str, process: str | None, nfe: int | None, grid: ob
 
 
 def _budget_grid(name: str, process: LinearProcess, grid: str | None, nfe: int | None,
-                 denoise: bool, opts: dict) -> Tensor:
+                 denoise: bool, opts: dict, t_max: float | None = None) -> Tensor:
     """The named (or the sampler's default) grid with the most steps that fit ``nfe``."""
     spec = SAMPLERS[name]
     if nfe is None:
@@ -248,7 +249,9 @@ def _budget_grid(name: str, process: LinearProcess, grid: str | None, nfe: int |
         )
     n_steps = spec.steps_for(nfe, denoise, **opts)
     gname = spec.default_grid(process) if grid is None else grid
-    extra = {"sampler": name} if gname == "tuned" else {}  # tuned grids are per sampler
+    extra: dict[str, Any] = {"sampler": name} if gname == "tuned" else {}  # per sampler
+    if t_max is not None:  # a teleported start
+        extra["t_max"] = t_max
     return get_grid(gname, process, n_steps, **extra)
 
 
@@ -266,6 +269,8 @@ def sample(
     denoise: bool | None = None,
     trajectory: bool = False,
     progress: bool = False,
+    teleport: GaussianMoments | None = None,
+    teleport_sigma: float | None = None,
     **opts: Any,
 ) -> SampleResult:
     """Draw ``u_T`` from the prior for data of ``shape`` and run sampler ``name`` within ``nfe``.
@@ -277,7 +282,11 @@ def sample(
     default. For the adaptive ``'ode'`` sampler ``nfe`` is a cap (None: no cap). Extra ``opts``
     go to the sampler (e.g. ``eta``, ``order``, ``n_corrector``, ``snr``, ``rtol``).
     ``denoise`` (None: the sampler's default, see ``SAMPLERS[name].denoises``) adds Tweedie's
-    final denoising call.
+    final denoising call. ``teleport`` (the data's :class:`GaussianMoments`) replaces the
+    stretch from ``T`` down to the grid's first time by the exact probability-flow map of the
+    data's Gaussian approximation, for no calls (:mod:`trilemma.samplers.teleport`): give a
+    tensor grid that starts below ``T`` (e.g. ``tune_grid(..., teleport=moments).grid``) or
+    ``teleport_sigma``, the noise level ``sigma_t/alpha_t`` at which the named grid starts.
     """
     _check_call(name, process, opts)
     if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape) \
@@ -285,24 +294,67 @@ def sample(
         raise ValueError(f"shape must be a data shape (batch, ...) of positive ints, got {shape!r}")
     if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts,
+                                  _teleport_top(name, process, teleport, teleport_sigma, grid))
     u_T = process.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    if teleport is not None:
+        u_T = teleport_start(process, u_T, grid, teleport)
     return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
-                denoise=denoise, trajectory=trajectory, progress=progress)
+                denoise=denoise, trajectory=trajectory, progress=progress,
+                teleported=teleport is not None)
 
 
 def sample_from(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor,
                 nfe: int | None, *, generator: torch.Generator | None = None,
                 grid: Tensor | str | None = None, denoise: bool | None = None,
-                trajectory: bool = False, progress: bool = False, **opts: Any) -> SampleResult:
-    """:func:`sample` from a given start state ``u_T`` instead of a prior draw (reflow pairs
-    its own seeded noise with the samples this way)."""
+                trajectory: bool = False, progress: bool = False,
+                teleport: GaussianMoments | None = None, teleport_sigma: float | None = None,
+                **opts: Any) -> SampleResult:
+    """:func:`sample` from a given start state ``u_T`` at ``T`` instead of a prior draw (reflow
+    pairs its own seeded noise with the samples this way); ``teleport`` as in :func:`sample`."""
     _check_call(name, process, opts)
     if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int)):
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts)
+    grid, kwargs, denoise = _plan(name, process, nfe, grid, denoise, opts,
+                                  _teleport_top(name, process, teleport, teleport_sigma, grid))
+    if teleport is not None:
+        u_T = teleport_start(process, u_T, grid, teleport)
     return _run(name, score_fn, process, u_T, grid, nfe, kwargs, generator=generator,
-                denoise=denoise, trajectory=trajectory, progress=progress)
+                denoise=denoise, trajectory=trajectory, progress=progress,
+                teleported=teleport is not None)
+
+
+def _teleport_top(name: str, process: LinearProcess, teleport: GaussianMoments | None,
+                  teleport_sigma: float | None, grid: Tensor | str | None) -> float | None:
+    """The landing time a named grid starts from (None: ``T``, or a tensor grid's own start)."""
+    if teleport is None:
+        if teleport_sigma is not None:
+            raise ValueError("teleport_sigma: given without teleport (the data's "
+                             "GaussianMoments)")
+        return None
+    if not isinstance(teleport, GaussianMoments):
+        raise TypeError(f"teleport must be trilemma.samplers.GaussianMoments (the data's mean "
+                        f"and covariance), got {type(teleport).__name__}")
+    if not isinstance(process, ScalarProcess):
+        raise ValueError(f"teleport: needs a scalar process (vp, subvp, ve, ...), not "
+                         f"{process.name!r}")
+    if _get_spec(name).adaptive:
+        raise ValueError(f"teleport: the adaptive {name!r} sampler takes a time tensor as grid; "
+                         "start it at the landing time instead")
+    tensor_grid = grid is not None and not isinstance(grid, str)
+    if tensor_grid:
+        if teleport_sigma is not None:
+            raise ValueError("teleport_sigma: a tensor grid fixes the landing time (its first "
+                             "time); give one or the other")
+        return None
+    if teleport_sigma is None:
+        raise ValueError("teleport_sigma: a named grid with teleport needs the noise level "
+                         "sigma_t/alpha_t to land at (or pass a tensor grid that starts below T, "
+                         "e.g. from tune_grid(..., teleport=moments))")
+    if grid == "tuned":
+        raise ValueError("grid: the stored 'tuned' grids start at T; with teleport tune one for "
+                         "the model (tune_grid(..., teleport=moments)) and pass its grid")
+    return landing_time(process, teleport_sigma)
 
 
 def _check_call(name: str, process: LinearProcess, opts: dict[str, Any]) -> None:
@@ -322,7 +374,8 @@ def _check_call(name: str, process: LinearProcess, opts: dict[str, Any]) -> None
 
 
 def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str | None,
-          denoise: bool | None, opts: dict[str, Any]) -> tuple[Tensor, dict[str, Any], bool]:
+          denoise: bool | None, opts: dict[str, Any], t_max: float | None = None
+          ) -> tuple[Tensor, dict[str, Any], bool]:
     """The time grid, the sampler's keyword options and the denoising flag for a budget."""
     spec = _get_spec(name)
     denoise = spec.denoises(process.name) if denoise is None else bool(denoise)
@@ -346,14 +399,17 @@ def _plan(name: str, process: LinearProcess, nfe: int | None, grid: Tensor | str
                     f"{name!r}, over the budget nfe = {nfe}"
                 )
     else:
-        grid = _budget_grid(name, process, grid, nfe, denoise, opts)
+        grid = _budget_grid(name, process, grid, nfe, denoise, opts, t_max)
     return grid, kwargs, denoise
 
 
 def _run(name: str, score_fn: ScoreFn, process: LinearProcess, u_T: Tensor, grid: Tensor,
          nfe: int | None, kwargs: dict[str, Any], **run: Any) -> SampleResult:
     """Call sampler ``name`` and record its name and budget in the result."""
+    teleported = run.pop("teleported", False)
     result = _get_spec(name).fn(score_fn, process, u_T, grid, **run, **kwargs)
     result.info["sampler_name"] = name
     result.info["nfe_budget"] = nfe
+    if teleported:
+        result.info["teleport"] = {"from": float(process.T), "to": float(grid[0])}
     return result
