@@ -17,6 +17,8 @@ from trilemma.build import build_model, load_run
 from trilemma.cli import main
 from trilemma.config import Config
 from trilemma.nets import count_parameters
+from trilemma.samplers import GaussianMoments
+from trilemma.setup import build_dataset
 from trilemma.train import latest_checkpoint
 
 TOY = {
@@ -277,3 +279,29 @@ def test_sample_with_the_tuned_grid(toy_run, capsys, tmp_path):
                         "grid=tuned", "--out", tmp_path / "u.npz")
     assert code == 2 and "--opt: no tuned grid for sampler 'dpm2m' on process 'vp' at NFE 7" in err
     assert "stored for this pair: NFE 5, NFE 10" in err
+
+
+def test_sample_with_teleport_from_the_training_data(toy_run, capsys, tmp_path):
+    """``--opt teleport=data`` takes the moments of the run's training data and matches the
+    library with those moments; a time grid can be given as a list."""
+    _, _, run, _ = toy_run
+    code, _, _ = _run(capsys, "sample", run, "--sampler", "dpm2m", "--nfe", "5", "--n", "16",
+                      "--seed", "2", "--opt", "teleport=data", "--opt", "teleport_sigma=2",
+                      "--out", tmp_path / "t.npz")
+    assert code == 0 and int(np.load(tmp_path / "t.npz")["nfe"]) == 5
+    model, config, _ = load_run(run)
+    moments = GaussianMoments.from_samples(build_dataset(config).data)
+    res = model.sample(16, "dpm2m", 5, generator=torch.Generator().manual_seed(2),
+                       teleport=moments, teleport_sigma=2.0)
+    np.testing.assert_allclose(np.load(tmp_path / "t.npz")["samples"], res.samples.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    code, _, _ = _run(capsys, "sample", run, "--sampler", "dpm2m", "--nfe", "3", "--n", "8",
+                      "--opt", "teleport=data", "--opt", "grid=[0.5,0.2,0.05,0.001]",
+                      "--out", tmp_path / "g.npz")
+    assert code == 0
+    code, _, err = _run(capsys, "sample", run, "--sampler", "dpm2m", "--nfe", "5",
+                        "--opt", "teleport=moments", "--out", tmp_path / "x.npz")
+    assert code == 2 and "--opt: teleport must be 'data'" in err
+    code, _, err = _run(capsys, "sample", run, "--sampler", "ode", "--nfe", "50",
+                        "--opt", "teleport=data", "--out", tmp_path / "y.npz")
+    assert code == 2 and "unknown option(s) ['teleport']" in err

@@ -31,6 +31,8 @@ from trilemma.metrics.mixture import SlicedReference, oracle_report, random_dire
 from trilemma.metrics.prdc import prdc
 from trilemma.oracle import get_mixture
 from trilemma.report import _fmt
+from trilemma.samplers import GaussianMoments
+from trilemma.setup import build_dataset
 
 TOY = {
     "seed": 1,
@@ -563,3 +565,21 @@ def test_report_combines_separate_evaluations(toy, capsys, tmp_path):
     (tmp_path / "corrupt" / "results.json").write_text("{not json")
     code, _, err = _run(capsys, "report", tmp_path / "corrupt", "--out", tmp_path / "bad")
     assert code == 2 and "not readable JSON" in err
+
+
+def test_evaluate_with_teleport_from_the_training_data(toy, tmp_path):
+    """``--opt dpm2m.teleport=data`` samples from the run's data moments; the row keeps the
+    option as the user wrote it (JSON-safe) and matches the library's samples."""
+    _, run, _, _ = toy
+    rep = tmp_path / "rep"
+    assert main(["evaluate", str(run), "--samplers", "dpm2m:5", "--opt", "dpm2m.teleport=data",
+                 "--opt", "dpm2m.teleport_sigma=2", "--n", str(N_TOY), "--batch", str(N_TOY),
+                 "--seed", "4", "--out", str(rep), "--quiet", "--bootstrap", "0"]) == 0
+    row = json.loads((rep / "results.json").read_text())["runs"][0]["rows"][0]
+    assert "error" not in row and row["options"]["teleport"] == "data"
+    model, config, _ = load_run(run)
+    mom = GaussianMoments.from_samples(build_dataset(config).data)
+    res = model.sample(N_TOY, "dpm2m", 5, generator=make_generator(4, "cpu"), teleport=mom,
+                       teleport_sigma=2.0)
+    got = np.load(rep / row["samples_file"])["samples"]
+    np.testing.assert_allclose(got, res.samples.numpy(), rtol=1e-5, atol=1e-6)

@@ -8,12 +8,14 @@ import math
 import pytest
 import torch
 
+import trilemma
 from trilemma.methods import ScoreModel
 from trilemma.nets import MLP
 from trilemma.oracle import GaussianMixture, get_mixture
 from trilemma.processes import CLD, VP, get_process
 from trilemma.samplers import (
     GaussianMoments,
+    check_sampler,
     gaussian_flow,
     grid_error,
     landing_time,
@@ -24,6 +26,7 @@ from trilemma.samplers import (
     sample_from,
     tune_grid,
 )
+from trilemma.setup import resolve_teleport
 
 F64 = torch.float64
 
@@ -222,3 +225,46 @@ def test_grid_error_scores_the_teleported_solve() -> None:
     got = grid_error(score, proc, "dpm2m", u_T, grid, ref, teleport=mom)
     out = sample_from("dpm2m", score, proc, u_T, 4, grid=grid, teleport=mom).samples
     assert math.isclose(got, float(((out - ref) ** 2).mean().sqrt()), rel_tol=1e-9)
+
+
+def test_teleport_options_are_checked_where_configs_and_the_cli_are() -> None:
+    check_sampler("dpm2m", "vp", 5, {"teleport": "data", "teleport_sigma": 2.0})
+    check_sampler("em", "ve", 5, {"teleport": "data", "grid": [0.5, 0.1, 0.001]})
+    for opts, match in (({"teleport": "moments"}, "teleport must be 'data'"),
+                        ({"teleport_sigma": 2.0}, "teleport_sigma needs teleport"),
+                        ({"teleport": "data", "teleport_sigma": -1}, "positive number"),
+                        ({"grid": [0.1, 0.5]}, "strictly decreasing"),
+                        ({"grid": [0.5]}, "at least 2")):
+        with pytest.raises(ValueError, match=match):
+            check_sampler("dpm2m", "vp", 5, opts)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['teleport'\]"):
+        check_sampler("sscs", "cld", 5, {"teleport": "data"})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['teleport'\]"):
+        check_sampler("em", "cld", 5, {"teleport": "data"})
+    with pytest.raises(TypeError, match="in Python pass GaussianMoments.from_samples"):
+        sample("dpm2m", get_mixture("grid25").score_fn(VP()), VP(), (4, 2), 5,
+               teleport="data", teleport_sigma=2.0)
+
+
+def test_resolve_teleport_reads_the_training_data() -> None:
+    data = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    out = resolve_teleport({"teleport": "data", "teleport_sigma": 1.5}, None, data)
+    assert out["teleport_sigma"] == 1.5
+    torch.testing.assert_close(out["teleport"].mean, data.to(F64).mean(0))
+    torch.testing.assert_close(out["teleport"].cov, torch.cov(data.to(F64).T))
+    assert resolve_teleport({"eta": 0.0}, None) == {"eta": 0.0}
+
+
+def test_a_config_samples_with_teleport_during_training(tmp_path) -> None:  # noqa: ANN001
+
+    cfg = {"seed": 0, "device": "cpu", "process": {"name": "vp"},
+           "model": {"net": {"name": "mlp", "hidden": 16, "depth": 1}},
+           "data": {"name": "toy", "toy": "grid25", "n": 256},
+           "train": {"steps": 2, "batch_size": 32, "sample_every": 2, "ckpt_every": 2},
+           "sample": {"sampler": "dpm2m", "nfe": 5, "n": 16,
+                      "options": {"teleport": "data", "teleport_sigma": 2.0}}}
+    trilemma.train(cfg, out=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "samples" / "step_000002.png").is_file()
+    bad = {**cfg, "sample": {**cfg["sample"], "options": {"teleport": "train"}}}
+    with pytest.raises(Exception, match="teleport must be 'data'"):
+        trilemma.train(bad, out=tmp_path / "bad", progress=False)

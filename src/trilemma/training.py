@@ -44,6 +44,7 @@ from .setup import (
     make_generator,
     memory_budget,
     resolve_from_data,
+    resolve_teleport,
 )
 from .train import CheckpointError, Trainer, latest_checkpoint
 from .train.distributed import DistInfo
@@ -117,13 +118,13 @@ def _sample_fn(config: Config, device: str, data: torch.Tensor
     class-conditional model draws every class in turn)."""
     smp = config.sample
     reference = data[:2000] if data.dim() == 2 else None
+    options = resolve_teleport(smp["options"], config, data)  # teleport: data
 
     def sample_fn(m: Method, step: int, run_dir: Path) -> None:
         gen = make_generator(config.seed, device)
         cond = ({"labels": balanced_labels(smp["n"], m.num_classes)}  # classes in order
                 if m.num_classes is not None else {})
-        res = m.sample(smp["n"], smp["sampler"], smp["nfe"], generator=gen, **cond,
-                       **smp["options"])
+        res = m.sample(smp["n"], smp["sampler"], smp["nfe"], generator=gen, **cond, **options)
         save_samples(res.samples, Path(run_dir) / "samples" / f"step_{step:06d}.png",
                      title=sample_title(config, smp["sampler"], res.nfe, step),
                      reference=reference)

@@ -42,6 +42,7 @@ from ..setup import (
     parse_override,
     read_yaml,
     resolve_device,
+    resolve_teleport,
 )
 from ..train import list_checkpoints
 from ..train.distributed import cleanup_distributed, init_distributed
@@ -168,6 +169,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(f"{flag.get(key, key)}: {msg}") from None
     guide, guided_labels = sample_guidance(args, model, n, device)
     labels = labels if guided_labels is None else guided_labels
+    try:
+        options = resolve_teleport(options, config)  # --opt teleport=data
+    except (ValueError, OSError) as err:
+        raise CLIError(f"--opt teleport=data: {err}") from None
     try:
         drawn = timed_sample(model, n, sampler, nfe, batch=args.batch or n,
                              generator=make_generator(args.seed, device),

@@ -16,7 +16,7 @@ import torch
 from ..methods.labels import balanced_labels
 from ..metrics.bootstrap import BOOTSTRAP_SEED, DEFAULT_REPEATS, LEVEL, METHOD
 from ..metrics.prdc import DEFAULT_K_DC, DEFAULT_K_PR
-from ..setup import load_run, make_generator, resolve_device
+from ..setup import load_run, make_generator, resolve_device, resolve_teleport
 from ..train.progress import progress_bar
 from .common import MIN_SAMPLES, EvaluationError, default_cache_dir
 from .compare import paired_comparisons
@@ -106,6 +106,8 @@ class _Job:
     precision: str = "fp32"
     labels: torch.Tensor | None = None  # class-balanced asked classes of guided rows
     guidance: Guidance | None = None  # classifier guidance (its rows' labels and options)
+    config: Any = None  # the run's config (teleport: data reads its training data)
+    teleport: Any = None  # the training data's moments, computed on first use
 
 
 def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], Scored | None]:
@@ -118,6 +120,10 @@ def _evaluate_request(job: _Job, req: SamplerRequest) -> tuple[dict[str, Any], S
     labels = job.guidance.labels(job.n) if guided else (
         job.labels if req.guidance is not None else None)
     options = {**req.options, **job.guidance.sample_options(req)} if guided else req.options
+    if options.get("teleport") == "data":  # the run's training data, read once per run
+        if job.teleport is None:
+            job.teleport = resolve_teleport(options, job.config)["teleport"]
+        options = {**options, "teleport": job.teleport}
     try:
         drawn = timed_sample(job.model, job.n, req.name, req.nfe, batch=job.batch_size,
                              generator=make_generator(job.seed, job.device),
@@ -233,7 +239,7 @@ def evaluate_run(
         "warnings", [])
     job = _Job(model, scorer, run_label, _method_name(model, config), n, seed, batch_size,
                device, progress, Path(out_dir) if out_dir is not None else None, grid_n,
-               save_samples, precision, labels, cls_guide)
+               save_samples, precision, labels, cls_guide, config)
     rows, scores = _evaluate_requests(job, fitting, warn)
     nll = likelihood(model, spec, nll_n, seed, reference, nll_batch, device,
                      progress=progress) if nll_n else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,14 @@ from .grids import GRIDS, get_grid, tuned_keys
 from .ode import FIXED_STAGES, sample_ode
 from .pc import sample_pc
 from .sscs import sample_sscs
-from .teleport import GaussianMoments, landing_time, teleport_start
+from .teleport import (
+    FROM_DATA,
+    TELEPORT_OPTIONS,
+    GaussianMoments,
+    check_teleport_options,
+    landing_time,
+    teleport_start,
+)
 from .unipc import sample_unipc
 
 SCALAR_PROCESSES = ("vp", "vp_cosine", "subvp", "geometric_vp", "ve", "rectified_flow")
@@ -195,6 +203,8 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
                          + ", ".join(samplers_for(process)))
     options = dict(options or {})
     allowed = sampler_options(name) + ([] if spec.adaptive else ["grid"])
+    if not spec.adaptive and spec.processes != "cld" and process not in CLD_PROCESSES:
+        allowed += list(TELEPORT_OPTIONS)  # scalar processes only
     bad = [k for k in options if k not in allowed]
     if bad:
         raise ValueError(f"options: unknown option(s) {bad} for sampler {name!r}; "
@@ -204,6 +214,9 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
         if key in options and options[key] != val:
             raise ValueError(f"options: sampler {name!r} fixes {key}={val!r}; pick the sampler "
                              f"named {options[key]!r} instead")
+    check_teleport_options(options)
+    for key in TELEPORT_OPTIONS:
+        options.pop(key, None)
     if "grid" in options:
         _check_grid_option(name, process, nfe, options.pop("grid"))
     if nfe is not None:
@@ -216,8 +229,16 @@ def check_sampler(name: str, process: str | None, nfe: int | None = None,
 
 
 def _check_grid_option(name: str, process: str | None, nfe: int | None, grid: object) -> None:
-    """``options: grid=...``: a grid name that fits the process; ``'tuned'`` needs a stored
-    entry for the sampler, process and step count."""
+    """``options: grid=...``: a grid name that fits the process (``'tuned'`` needs a stored
+    entry for the sampler, process and step count) or a list of decreasing times (e.g. a
+    ``tune_grid`` result's ``grid.tolist()``)."""
+    if isinstance(grid, (list, tuple)):
+        ok = len(grid) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    and math.isfinite(v) and v > 0 for v in grid)
+        if not ok or any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
+            raise ValueError(f"options: a grid given as times must be at least 2 positive "
+                             f"numbers, strictly decreasing, got {list(grid)!r}")
+        return
     if not isinstance(grid, str) or grid not in GRIDS:
         raise ValueError(f"options: grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     if process in CLD_PROCESSES and grid in ("log_snr", "edm", "tuned"):
@@ -332,6 +353,10 @@ def _teleport_top(name: str, process: LinearProcess, teleport: GaussianMoments |
             raise ValueError("teleport_sigma: given without teleport (the data's "
                              "GaussianMoments)")
         return None
+    if teleport == FROM_DATA:
+        raise TypeError(f"teleport={FROM_DATA!r} names the run's training data, which trilemma "
+                        "sample/evaluate and the trainer resolve; in Python pass "
+                        "GaussianMoments.from_samples(train_data)")
     if not isinstance(teleport, GaussianMoments):
         raise TypeError(f"teleport must be trilemma.samplers.GaussianMoments (the data's mean "
                         f"and covariance), got {type(teleport).__name__}")

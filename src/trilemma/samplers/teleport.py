@@ -149,3 +149,26 @@ def teleport_start(process: LinearProcess, u_T: Tensor, grid: Tensor,
     if t0 >= process.T * (1 - 1e-12):
         return u_T
     return gaussian_flow(process, u_T, process.T, t0, moments)
+
+
+#: sampler options of :func:`trilemma.samplers.sample` that configure the teleport
+TELEPORT_OPTIONS = ("teleport", "teleport_sigma")
+#: the ``teleport`` option value that ``trilemma sample``/``evaluate`` and the trainer replace
+#: with the moments of the run's training data
+FROM_DATA = "data"
+
+
+def check_teleport_options(options: dict) -> None:
+    """``teleport`` must be :class:`GaussianMoments` or ``'data'``, ``teleport_sigma`` a
+    positive number given with it (``ValueError('options: ...')`` otherwise)."""
+    tp, sig = options.get("teleport"), options.get("teleport_sigma")
+    if "teleport" in options and not (isinstance(tp, GaussianMoments) or tp == FROM_DATA):
+        raise ValueError(f"options: teleport must be '{FROM_DATA}' (the run's training data) "
+                         f"or GaussianMoments, got {tp!r}")
+    if "teleport_sigma" in options:
+        if "teleport" not in options:
+            raise ValueError("options: teleport_sigma needs teleport (e.g. teleport=data)")
+        if isinstance(sig, bool) or not isinstance(sig, (int, float)) or not (
+                math.isfinite(sig) and sig > 0):
+            raise ValueError(f"options: teleport_sigma must be a positive number (the noise "
+                             f"level sigma_t/alpha_t to land at), got {sig!r}")

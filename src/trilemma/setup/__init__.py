@@ -19,6 +19,7 @@ from .build import (
     memory_budget,
     net_kwargs,
     resolve_from_data,
+    resolve_teleport,
 )
 from .config import (
     SECTIONS,
@@ -61,5 +62,6 @@ __all__ = [
     "register",
     "resolve_device",
     "resolve_from_data",
+    "resolve_teleport",
     "validate",
 ]

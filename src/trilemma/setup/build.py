@@ -25,6 +25,7 @@ from ..methods.base import Method
 from ..nets import build_net as _build_net
 from ..processes import LinearProcess, get_process
 from ..runs import SavedRun, locate_run
+from ..samplers.teleport import FROM_DATA, GaussianMoments
 from ..train import CheckpointError, TrainConfig
 from ..train.checkpoint import load_weights
 from ..train.validation import check_finite
@@ -59,6 +60,19 @@ def estimate_sigma_data(dataset: Any) -> float:
     if not rms > 0:
         raise ConfigError(["model.sigma_data: 'auto' needs data that is not all zero"])
     return float(f"{rms:.4g}")
+
+
+def resolve_teleport(options: dict[str, Any], config: Config, data: Any = None
+                     ) -> dict[str, Any]:
+    """Sampler ``options`` with ``teleport: data`` replaced by the mean and covariance of the
+    run's training data (``data``, or the data set of ``config.data``) for
+    :mod:`trilemma.samplers.teleport`; other options unchanged."""
+    if options.get("teleport") != FROM_DATA:
+        return dict(options)
+    if data is None:
+        data = build_dataset(config)
+    data = data.data if hasattr(data, "data") else data
+    return {**options, "teleport": GaussianMoments.from_samples(torch.as_tensor(data))}
 
 
 def resolve_from_data(config: Config, dataset: Any) -> Config:
