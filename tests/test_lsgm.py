@@ -589,3 +589,11 @@ def test_cli_two_stage_run_sample_info(tmp_path, capsys):
                                                      "init_from": str(tmp_path / "none")}}))
     assert main(["train", str(bad), "--out", str(tmp_path / "r3"), "--quiet"]) == 2
     assert "init_from" in capsys.readouterr().err
+
+
+def test_lsgm_refuses_the_teleport():
+    """The training data's moments do not describe the latent prior's state (issue 14)."""
+    model = _toy_lsgm()
+    model.check_sampler("dpm2m", 5, {"grid": "log_snr"})
+    with pytest.raises(ValueError, match="options: LSGM samples in the VAE's latent space"):
+        model.check_sampler("dpm2m", 5, {"teleport": "data", "teleport_sigma": 2.0})

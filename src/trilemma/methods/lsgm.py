@@ -53,6 +53,7 @@ from ..objectives.lsgm import (
 from ..processes.base import LinearProcess, ScoreFn
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
+from ..samplers.teleport import TELEPORT_OPTIONS
 from .base import Method, auto_divergence
 from .labels import check_conditioning, conditional_score, drop_labels
 from .lsgm_prior import PREDICTION_ALIASES, PREDICTIONS, LatentPrior, scale_grad  # noqa: F401
@@ -305,6 +306,15 @@ class LSGM(Method):
     def state_shape(self, n: int) -> tuple[int, ...]:
         """Shape of ``n`` latents (the sampler lifts it to a state)."""
         return (n, *self.latent_shape)
+
+    def check_sampler(self, sampler: str, nfe: int | None = None,
+                      options: Mapping[str, Any] | None = None) -> None:
+        """The core samplers of the latent process, without the teleport (its moments would
+        have to be the latents', not the data's)."""
+        if any(k in (options or {}) for k in TELEPORT_OPTIONS):
+            raise ValueError("options: LSGM samples in the VAE's latent space, where the "
+                             "training data's moments (teleport) do not apply; drop teleport")
+        super().check_sampler(sampler, nfe, options)
 
     @torch.no_grad()
     def sample(
