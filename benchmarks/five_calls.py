@@ -15,8 +15,8 @@ scheduler reaches at NFE 20, with a per-mode spread ratio in [0.8, 1.25].
 2. **Per-model tuning.** For each mixture and process, ``tune_grid(..., teleport=moments)`` with
    the mixture's exact Gaussian moments tunes the landing time of the analytic teleport and the
    five call times of each candidate sampler on the mixture's own exact score (1024 float64
-   draws of seed 0, never the evaluation draws); the candidate with the lowest tuning error is
-   "chosen", from tuning data alone.
+   draws of seed 0, never the evaluation draws; Nelder-Mead from the three best starts); the
+   candidate with the lowest tuning error is "chosen", from tuning data alone.
 3. **Transfer.** The same, tuned on one mixture (``--transfer-from``, imbalanced2d) per process
    and sampler and scored on all: the "tune on one mixture, report on all" reading.
 4. **Scoring.** The benchmark's own references and projections (``bench.main_reference``), n =
@@ -69,7 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transfer-from", default="imbalanced2d", choices=MIXTURES,
                    help="the one tuning mixture of the transfer rows (imbalanced2d)")
     p.add_argument("--n-samples", type=int, default=1024, help="tuning draws (1024)")
-    p.add_argument("--max-evals", type=int, default=400, help="coarse solves per tuning (400)")
+    p.add_argument("--max-evals", type=int, default=400,
+                   help="coarse solves per Nelder-Mead run (400)")
+    p.add_argument("--restarts", type=int, default=3,
+                   help="Nelder-Mead runs from the best starts, best kept (3)")
     p.add_argument("--no-peer", action="store_true",
                    help="use the stored diffusers targets even if diffusers is installed")
     p.add_argument("--threads", type=int, default=1)
@@ -108,7 +111,7 @@ def tune_cell(mname: str, pname: str, args: argparse.Namespace) -> dict[str, dic
         cpu = time.process_time()
         res = tune_grid(mix.score_fn(proc), proc, NFE, sname, data_shape=(mix.dim,),
                         n_samples=args.n_samples, max_evals=args.max_evals, options=opts or None,
-                        teleport=moments)
+                        teleport=moments, restarts=args.restarts)
         out[label] = {"grid": res.grid.tolist(), "fractions": list(res.fractions),
                       "error": res.error, "initial_error": res.initial_error,
                       "evaluations": res.evaluations, "cpu_s": time.process_time() - cpu}

@@ -244,3 +244,16 @@ def test_tuner_on_the_rectified_flow_spends_every_call_on_steps() -> None:
         res = tune_grid(mix.score_fn(proc), proc, 4, "euler", data_shape=(1,), n_samples=16,
                         max_evals=10, reference_steps=16)
         assert res.n_steps == steps and res.grid.shape == (steps + 1,), pname
+
+
+def test_restarts_keep_the_best_of_several_starts():
+    """``restarts=3`` runs Nelder-Mead from the three best starts; the first of them is the one
+    ``restarts=1`` runs, so the result can only improve, within 3 x ``max_evals`` solves."""
+    mix, proc = get_mixture("grid25"), get_process("vp")
+    kw = {"n_samples": 128, "max_evals": 30, "reference_steps": 64}
+    one = tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", **kw)
+    three = tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", restarts=3, **kw)
+    assert three.error <= one.error and three.evaluations <= 3 * 30
+    assert three.evaluations > one.evaluations
+    with pytest.raises(ValueError, match="restarts must be a positive integer"):
+        tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", restarts=0, **kw)

@@ -157,6 +157,7 @@ def tune_grid(
     options: dict | None = None,
     objective: str = "sw2",
     teleport: GaussianMoments | None = None,
+    restarts: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype = _F64,
 ) -> TunedGrid:
@@ -177,11 +178,15 @@ def tune_grid(
     ``teleport`` (the data's :class:`GaussianMoments`) tunes the landing time of the analytic
     teleport too: the first of the ``n_steps`` fractions is the landing point, the starts add
     landings at 0.2, 0.3 and 0.4 of the log-SNR range, and the returned grid begins there;
-    sample it with ``sample(..., grid=result.grid, teleport=moments)``.
+    sample it with ``sample(..., grid=result.grid, teleport=moments)``. ``restarts`` > 1 runs
+    Nelder-Mead from that many of the best starts (``max_evals`` solves each) and keeps the
+    best: the objective has local minima, and the grid's few parameters make restarts cheap.
     """
     _check_tuner_args(sampler, process, nfe, n_samples, reference_steps, max_evals, options)
     if objective not in ("sw2", "rms"):
         raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
     spec = SAMPLERS[sampler]
     den = spec.denoises(process.name) if denoise is None else bool(denoise)
     n_steps = spec.steps_for(nfe, den, **(options or {}))
@@ -210,31 +215,38 @@ def tune_grid(
         return math.log(grid_error(score_fn, process, sampler, u_T, to_grid(_fractions(z)),
                                    reference, den, dirs, teleport, **(options or {})))
 
-    best, best_f, initial, evals = _minimise(loss, starts, max_evals)
+    best, best_f, initial, evals = _minimise(loss, starts, max_evals, restarts)
     fractions = _fractions(best)
     return TunedGrid(sampler, process.name, nfe, n_steps, tuple(float(f) for f in fractions),
                      to_grid(fractions), objective, math.exp(best_f), initial, evals,
                      teleport is not None)
 
 
-def _minimise(loss: Callable[[np.ndarray], float], starts: list[Tensor], max_evals: int
-              ) -> tuple[np.ndarray, float, float, int]:
-    """Nelder-Mead from the best of ``starts``, restarted from its best point while it improves;
-    returns the best parameters, their loss, the first start's error and the evaluations."""
+def _minimise(loss: Callable[[np.ndarray], float], starts: list[Tensor], max_evals: int,
+              restarts: int = 1) -> tuple[np.ndarray, float, float, int]:
+    """Nelder-Mead from each of the ``restarts`` best ``starts`` (``max_evals`` solves each),
+    restarted from its best point while it improves; returns the best parameters, their loss,
+    the first start's error and the evaluations."""
     values = [loss(_params(f)) for f in starts]
-    initial = math.exp(values[0])
-    best_f = min(values)
-    best, evals = _params(starts[values.index(best_f)]), len(values)
-    while evals < max_evals:
-        res = optimize.minimize(loss, best, method="Nelder-Mead",
-                                options={"maxfev": max_evals - evals, "xatol": 1e-3,
-                                         "fatol": 1e-4, "initial_simplex": _simplex(best)})
-        evals += int(res.nfev)
-        gain = best_f - float(res.fun)
-        if gain > 0:
-            best, best_f = np.asarray(res.x), float(res.fun)
-        if gain < 1e-3:
-            break
+    initial, evals = math.exp(values[0]), len(values)
+    order = sorted(range(len(starts)), key=values.__getitem__)[:restarts]
+    best, best_f = _params(starts[order[0]]), values[order[0]]
+    for i in order:
+        x, fx, spent = _params(starts[i]), values[i], 0
+        budget = max_evals - (len(values) if i == order[0] else 0)  # the starts count once
+        while spent < budget:
+            res = optimize.minimize(loss, x, method="Nelder-Mead",
+                                    options={"maxfev": budget - spent, "xatol": 1e-3,
+                                             "fatol": 1e-4, "initial_simplex": _simplex(x)})
+            spent += int(res.nfev)
+            gain = fx - float(res.fun)
+            if gain > 0:
+                x, fx = np.asarray(res.x), float(res.fun)
+            if gain < 1e-3:
+                break
+        evals += spent
+        if fx < best_f:
+            best, best_f = x, fx
     return best, best_f, initial, evals
 
 
