@@ -595,5 +595,5 @@ def test_lsgm_refuses_the_teleport():
     """The training data's moments do not describe the latent prior's state (issue 14)."""
     model = _toy_lsgm()
     model.check_sampler("dpm2m", 5, {"grid": "log_snr"})
-    with pytest.raises(ValueError, match="options: LSGM samples in the VAE's latent space"):
+    with pytest.raises(ValueError, match="options: lsgm samples in its latent space"):
         model.check_sampler("dpm2m", 5, {"teleport": "data", "teleport_sigma": 2.0})

@@ -23,6 +23,7 @@ from ..processes.base import LinearProcess
 from ..samplers.base import SampleResult
 from ..samplers.registry import check_sampler as check_core_sampler
 from ..samplers.registry import samplers_for
+from ..samplers.teleport import TELEPORT_OPTIONS
 
 
 class Method(nn.Module):
@@ -36,6 +37,8 @@ class Method(nn.Module):
         data_shape: shape of one data sample, without the batch dimension.
         num_classes: the classes a class-conditional method samples (``labels=`` of
             :meth:`sample`); None for an unconditional one.
+        teleport_space: ``'data'`` when the sampler's state is the data's, so the teleport
+            (:mod:`trilemma.samplers.teleport`) may use the training data's moments.
     """
 
     name: ClassVar[str] = "method"
@@ -43,6 +46,7 @@ class Method(nn.Module):
     process: LinearProcess | None = None
     data_shape: tuple[int, ...] = ()
     num_classes: int | None = None
+    teleport_space: ClassVar[str] = "data"
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: Tensor | tuple | list, generator: torch.Generator | None = None,
@@ -92,6 +96,10 @@ class Method(nn.Module):
                       options: Mapping[str, Any] | None = None) -> None:
         """Raise ``ValueError('sampler: ...' / 'nfe: ...' / 'options: ...')`` when a sampler,
         NFE budget or option does not fit. Default: the core samplers of :attr:`process`."""
+        if self.teleport_space != "data" and any(k in (options or {}) for k in TELEPORT_OPTIONS):
+            raise ValueError(f"options: {self.name} samples in its {self.teleport_space} space, "
+                             "where the training data's moments (teleport) do not apply; drop "
+                             "teleport")
         check_core_sampler(sampler, self.process.name if self.process is not None else None,
                            nfe, options)
 

@@ -32,7 +32,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +53,6 @@ from ..objectives.lsgm import (
 from ..processes.base import LinearProcess, ScoreFn
 from ..samplers import sample as run_sampler
 from ..samplers.base import SampleResult
-from ..samplers.teleport import TELEPORT_OPTIONS
 from .base import Method, auto_divergence
 from .labels import check_conditioning, conditional_score, drop_labels
 from .lsgm_prior import PREDICTION_ALIASES, PREDICTIONS, LatentPrior, scale_grad  # noqa: F401
@@ -67,8 +66,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 class LSGM(Method):
-    """A VAE with a score-based latent prior (LSGM, method ``lsgm``), for the trainer and the
-    samplers.
+    """A VAE with a score-based latent prior (LSGM, method ``lsgm``), for trainer and samplers.
 
     Args:
         process: latent SDE: ``vp``, ``vp_cosine``, ``geometric_vp`` or ``cld``.
@@ -95,6 +93,7 @@ class LSGM(Method):
     """
 
     name = "lsgm"
+    teleport_space: ClassVar[str] = "latent"  # the data's moments do not fit the latents
 
     def __init__(
         self,
@@ -306,15 +305,6 @@ class LSGM(Method):
     def state_shape(self, n: int) -> tuple[int, ...]:
         """Shape of ``n`` latents (the sampler lifts it to a state)."""
         return (n, *self.latent_shape)
-
-    def check_sampler(self, sampler: str, nfe: int | None = None,
-                      options: Mapping[str, Any] | None = None) -> None:
-        """The core samplers of the latent process, without the teleport (its moments would
-        have to be the latents', not the data's)."""
-        if any(k in (options or {}) for k in TELEPORT_OPTIONS):
-            raise ValueError("options: LSGM samples in the VAE's latent space, where the "
-                             "training data's moments (teleport) do not apply; drop teleport")
-        super().check_sampler(sampler, nfe, options)
 
     @torch.no_grad()
     def sample(
