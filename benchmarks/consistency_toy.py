@@ -9,8 +9,10 @@ For each seed it trains ``configs/toy_cd.yaml`` (teacher ``oracle:grid25``) and
 ``seed`` and ``train.steps`` set, one torch thread, timing the training in CPU seconds (a run
 folder that already holds ``model.safetensors`` is reused, not retrained). Every student draws
 ``--n`` samples at NFE 1, 2, 4 (default noise levels), the teachers draw with dpm2m at NFE 5 and
-10 from the same seeds, and the teacher's own Heun chain down the student's N training levels
-(what the student distils; ``2 (N - 1)`` teacher calls) starts from the 1-step sample's noise;
+10 from the same seeds, and at NFE 5 with the analytic teleport and a grid tuned on the
+teacher's own ODE (``tune_grid(..., teleport=...)``, the training-free five calls), and the
+teacher's own Heun chain down the student's N training levels (what the student distils;
+``2 (N - 1)`` teacher calls) starts from the 1-step sample's noise;
 all are scored by :func:`trilemma.metrics.mixture.oracle_report` against
 20 000 fixed exact samples (as ``benchmarks/toy_precond.py``): modes covered (of 25), share within
 3 sigma of its mode (``quality``), KL of the mode weights, SW2. Writes
@@ -38,6 +40,7 @@ from trilemma.methods.consistency_tuning import prdc_score, tune_taus
 from trilemma.metrics.mixture import SlicedReference, oracle_report, random_directions
 from trilemma.oracle import grid25
 from trilemma.processes import get_process
+from trilemma.samplers import GaussianMoments, tune_grid
 from trilemma.samplers import sample as run_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +146,18 @@ def teacher_rows(teacher: str, seed: int, teacher_run: str, n: int,
             res = model.sample(n, "dpm2m", nfe, generator=gen)
         rows.append({"teacher": teacher, "model": "teacher", "sampler": "dpm2m", "nfe": res.nfe,
                      "seed": seed, **score(res.samples, ref)})
+    # training-free five calls: teleport + a grid tuned on the teacher's own ODE (no data but
+    # the moments; tuning draws of seed 0, scored on the evaluation noise)
+    proc = get_process("vp") if model is None else model.process
+    score_fn = grid25().score_fn(proc) if model is None else model.score_fn()
+    moments = GaussianMoments.from_mixture(grid25())
+    with torch.no_grad():
+        tuned = tune_grid(score_fn, proc, 5, "dpm2m", teleport=moments, restarts=3,
+                          dtype=torch.float32)
+    res = run_sampler("dpm2m", score_fn, proc, (n, 2), 5, grid=tuned.grid, teleport=moments,
+                      generator=torch.Generator().manual_seed(1000 + seed))
+    rows.append({"teacher": teacher, "model": "teacher, teleport + tuned grid",
+                 "sampler": "dpm2m", "nfe": res.nfe, "seed": seed, **score(res.samples, ref)})
     return rows
 
 

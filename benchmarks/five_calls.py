@@ -15,8 +15,9 @@ scheduler reaches at NFE 20, with a per-mode spread ratio in [0.8, 1.25].
 2. **Per-model tuning.** For each mixture and process, ``tune_grid(..., teleport=moments)`` with
    the mixture's exact Gaussian moments tunes the landing time of the analytic teleport and the
    five call times of each candidate sampler on the mixture's own exact score (1024 float64
-   draws of seed 0, never the evaluation draws; Nelder-Mead from the three best starts); the
-   candidate with the lowest tuning error is "chosen", from tuning data alone.
+   draws of seed 0, never the evaluation draws; ``--restarts``: Nelder-Mead runs from that many
+   of the best starts); the candidate with the lowest tuning error is "chosen", from tuning
+   data alone.
 3. **Transfer.** The same, tuned on one mixture (``--transfer-from``, imbalanced2d) per process
    and sampler and scored on all: the "tune on one mixture, report on all" reading.
 4. **Scoring.** The benchmark's own references and projections (``bench.main_reference``), n =
@@ -71,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-samples", type=int, default=1024, help="tuning draws (1024)")
     p.add_argument("--max-evals", type=int, default=400,
                    help="coarse solves per Nelder-Mead run (400)")
-    p.add_argument("--restarts", type=int, default=3,
-                   help="Nelder-Mead runs from the best starts, best kept (3)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="Nelder-Mead runs from the best starts, best kept (1)")
     p.add_argument("--no-peer", action="store_true",
                    help="use the stored diffusers targets even if diffusers is installed")
     p.add_argument("--threads", type=int, default=1)
@@ -218,7 +219,7 @@ def summary_markdown(results: dict) -> str:
         plines = []
         for mname in results["mixtures"]:
             by = _by_label(results["peer"], mixture=mname)
-            cells = [f"{k} {_fmt(_mean_std([r['sw2'] for r in v]))}" for k, v in by.items()]
+            cells = [_fmt(_mean_std([r["sw2"] for r in by[k]])) for k in DIFFUSERS_SCHEDULERS]
             plines.append(f"| {mname} | " + " | ".join(cells) + " |")
         peer = ("\n\ndiffusers at NFE 20 (VP, SW2 mean ± std over seeds):\n\n| mixture | "
                 + " | ".join(DIFFUSERS_SCHEDULERS) + " |\n" + "| --- " * (
