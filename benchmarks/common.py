@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,3 +36,31 @@ def cpu_seconds_per_step(model: torch.nn.Module, data: torch.Tensor, batch_size:
         model.loss(data[idx], gen).mean().backward()
         opt.step()
     return (time.process_time() - start) / n
+
+
+def digits_train_fd(features: str) -> tuple[torch.Tensor, Callable, Callable]:
+    """The digits train split, the classifier's feature map (``features``: its safetensors
+    file, the one ``trilemma evaluate --features`` uses) and the Fréchet distance of a batch of
+    samples to the train split's features: what the tuning scripts score candidates by, so
+    that the held-out test split stays for ``trilemma evaluate``."""
+    from trilemma.data.images import load_digits
+    from trilemma.metrics.classifier import load_classifier
+    from trilemma.metrics.features import extract_features
+    from trilemma.metrics.frechet import frechet_distance_features
+
+    clf = load_classifier(features)
+    data, _ = load_digits("train")
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        return extract_features(clf, x)
+
+    real = feats(data).double()
+    return data, feats, lambda x: frechet_distance_features(real, feats(x).double())
+
+
+def write_json(folder: str | Path, name: str, obj: object) -> Path:
+    """Write ``obj`` as indented JSON to ``folder/name`` (the folder is created)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(obj, indent=1))
+    return out / name

@@ -16,18 +16,13 @@ NFE and writes ``<out>/taus.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
 import trilemma
-from trilemma.data.images import load_digits
+from common import digits_train_fd, write_json
 from trilemma.methods import prdc_score, tune_taus
-from trilemma.metrics.classifier import load_classifier
-from trilemma.metrics.features import extract_features
-from trilemma.metrics.frechet import frechet_distance_features
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,14 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = trilemma.load(args.run)
-    clf = load_classifier(args.features)
-    data, _ = load_digits("train")
-    feats = lambda x: extract_features(clf, x)  # noqa: E731
-    if args.score == "fd":
-        real = feats(data).double()
-        score = lambda x: frechet_distance_features(real, feats(x).double())  # noqa: E731
-    else:
-        score = prdc_score(data, features=feats)
+    data, feats, fd = digits_train_fd(args.features)
+    score = fd if args.score == "fd" else prdc_score(data, features=feats)
     result = {"args": vars(args), "tuned": []}
     for nfe in (int(k) for k in args.nfes.split(",")):
         cpu0 = time.process_time()
@@ -65,9 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{[round(t, 4) for t in tuned.taus]} ({tuned.evaluations} evaluations, "
               f"{cpu:.0f} CPU-s)\n  trilemma evaluate {args.run} --samplers consistency:{nfe} "
               f"--opt 'consistency.taus={taus}' ...", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "taus.json").write_text(json.dumps(result, indent=1))
+    write_json(args.out, "taus.json", result)
     return result
 
 

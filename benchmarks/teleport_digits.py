@@ -16,17 +16,12 @@ it is judged on; the script prints the commands and writes ``<out>/teleport.json
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
 import trilemma
-from trilemma.data.images import load_digits
-from trilemma.metrics.classifier import load_classifier
-from trilemma.metrics.features import extract_features
-from trilemma.metrics.frechet import frechet_distance_features
+from common import digits_train_fd, write_json
 from trilemma.samplers import GaussianMoments, tune_grid
 
 
@@ -46,16 +41,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = trilemma.load(args.run)
-    clf = load_classifier(args.features)
-    data, _ = load_digits("train")
+    data, _, fd_train = digits_train_fd(args.features)
     moments = GaussianMoments.from_samples(data)
-    real = extract_features(clf, data).double()
 
     def fd(**opts: object) -> float:
         res = model.sample(args.n, args.sampler, args.nfe,
                            generator=torch.Generator().manual_seed(args.seed), **opts)
         assert res.nfe == args.nfe
-        return frechet_distance_features(real, extract_features(clf, res.samples).double())
+        return fd_train(res.samples)
 
     rows = [{"candidate": "no teleport", "fd_train": fd()}]
     for sig in (float(s) for s in args.sigmas.split(",")):
@@ -83,9 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"best on the train split: {best['candidate']} (FD {best['fd_train']:.1f}; without "
           f"teleport {rows[0]['fd_train']:.1f})\n{command}")
     result = {"args": vars(args), "rows": rows, "best": best, "command": command}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "teleport.json").write_text(json.dumps(result, indent=1))
+    write_json(args.out, "teleport.json", result)
     return result
 
 
