@@ -18,6 +18,9 @@ scheduler reaches at NFE 20, with a per-mode spread ratio in [0.8, 1.25].
    draws of seed 0, never the evaluation draws; ``--restarts``: Nelder-Mead runs from that many
    of the best starts); the candidate with the lowest tuning error is "chosen", from tuning
    data alone.
+   On VE and sub-VP one more candidate is the VP cell's best grid moved by log-SNR
+   (``transfer_grid``: every scalar process has one probability-flow ODE in ``(x/alpha,
+   sigma/alpha)``), with its error on the cell's own tuning draws.
 3. **Transfer.** The same, tuned on one mixture (``--transfer-from``, imbalanced2d) per process
    and sampler and scored on all: the "tune on one mixture, report on all" reading.
 4. **Scoring.** The benchmark's own references and projections (``bench.main_reference``), n =
@@ -39,7 +42,15 @@ from trilemma import bench
 from trilemma.bench.peer import DIFFUSERS_SCHEDULERS, diffusers_version, run_diffusers
 from trilemma.oracle import get_mixture
 from trilemma.processes import get_process
-from trilemma.samplers import GaussianMoments, sample, tune_grid
+from trilemma.samplers import (
+    GaussianMoments,
+    grid_error,
+    projection_directions,
+    reference_solve,
+    sample,
+    transfer_grid,
+    tune_grid,
+)
 
 MIXTURES = ("grid25", "imbalanced2d", "mixture64d")
 PROCESSES = ("vp", "ve", "subvp")
@@ -58,6 +69,8 @@ STORED_TARGETS: dict[str, tuple[str, float]] = {
     "mixture64d": ("dpmpp2m_karras", 0.04365),
 }
 SPREAD_RANGE = (0.8, 1.25)
+#: label suffix of a VE / sub-VP candidate that is the VP cell's best grid moved by log-SNR
+VP_SUFFIX = " (VP grid by log-SNR)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,6 +134,25 @@ def tune_cell(mname: str, pname: str, args: argparse.Namespace) -> dict[str, dic
     return out
 
 
+def add_vp_transfer(mname: str, pname: str, vp_tuned: dict[str, dict], cell: dict[str, dict],
+                    args: argparse.Namespace) -> None:
+    """Add to a VE / sub-VP ``cell`` the VP cell's best grid moved by log-SNR
+    (``transfer_grid``: one probability-flow ODE for every scalar process), with its error on
+    the cell's own tuning draws, the same objective its own tuning minimised."""
+    mix, proc, vp = get_mixture(mname), get_process(pname), get_process("vp")
+    moments = GaussianMoments.from_mixture(mix)
+    label = min(vp_tuned, key=lambda k: vp_tuned[k]["error"])
+    sname, opts = CANDIDATES[label]
+    grid = transfer_grid(torch.tensor(vp_tuned[label]["grid"], dtype=torch.float64), vp, proc)
+    u_T = proc.prior_sample((args.n_samples, mix.dim), dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(0))
+    ref = reference_solve(mix.score_fn(proc), proc, u_T, 256)
+    err = grid_error(mix.score_fn(proc), proc, sname, u_T, grid, ref, None,
+                     projection_directions(mix.dim, seed=0), teleport=moments, **opts)
+    cell[label + VP_SUFFIX] = {"grid": grid.tolist(), "error": err, "from": f"vp/{label}"}
+    print(f"  {mname}/{pname}: VP's {label} grid by log-SNR: {err:.4g}", flush=True)
+
+
 def run_records(args: argparse.Namespace, cfg: bench.BenchConfig,
                 tuned: dict[tuple[str, str], dict[str, dict]]) -> list[dict]:
     """Score every cell: converged, the per-model tuned candidates and the transferred ones."""
@@ -134,8 +166,11 @@ def run_records(args: argparse.Namespace, cfg: bench.BenchConfig,
             proc = get_process(pname)
             runs = [("converged", "dpm3m", {}, None, CONVERGED_NFE)]
             for kind, src in (("tuned", mname), ("transfer", args.transfer_from)):
-                for label, (sname, opts) in CANDIDATES.items():
-                    grid = torch.tensor(tuned[(src, pname)][label]["grid"], dtype=torch.float64)
+                for label, entry in tuned[(src, pname)].items():
+                    if kind == "transfer" and label not in CANDIDATES:
+                        continue  # the transfer rows use each cell's own tuning only
+                    sname, opts = CANDIDATES[label.removesuffix(VP_SUFFIX)]
+                    grid = torch.tensor(entry["grid"], dtype=torch.float64)
                     runs.append((f"{kind}: {label}", sname, opts, grid, NFE))
             for seed in args.seeds:
                 for label, sname, opts, grid, nfe in runs:
@@ -213,6 +248,11 @@ def summary_markdown(results: dict) -> str:
                         f"{_fmt(tsw)} ({tsp:.2f}) |")
             cand = [_fmt(_mean_std([r["sw2"] for r in by[f"tuned: {k}"]]))
                     + (" (chosen)" if k == chosen else "") for k in CANDIDATES]
+            moved = next((k for k in tuned if k.endswith(VP_SUFFIX)), None)
+            cand.append("–" if moved is None else
+                        f"{moved.removesuffix(VP_SUFFIX)}: "
+                        + _fmt(_mean_std([r["sw2"] for r in by[f"tuned: {moved}"]]))
+                        + (" (chosen)" if moved == chosen else ""))
             cand_rows.append(f"| {mname} | {pname} | " + " | ".join(cand) + " |")
     peer = ""
     if results["peer"]:
@@ -227,8 +267,8 @@ def summary_markdown(results: dict) -> str:
     return (f"SW2 mean ± std over prior-noise seeds {', '.join(map(str, results['seeds']))}; "
             "met = mean SW2 at NFE 5 <= the target and spread in [0.8, 1.25]\n\n" + head + "\n"
             + "\n".join(rows) + "\n\nEvery per-model tuned candidate (SW2 mean ± std):\n\n"
-            "| mixture | process | " + " | ".join(CANDIDATES) + " |\n" + "| --- " * (
-                len(CANDIDATES) + 2) + "|\n" + "\n".join(cand_rows) + peer + "\n")
+            "| mixture | process | " + " | ".join(CANDIDATES) + " | VP's grid by log-SNR |\n"
+            + "| --- " * (len(CANDIDATES) + 3) + "|\n" + "\n".join(cand_rows) + peer + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     peer = peer_records(args, cfg)
     cells = {(m, p) for m in (*args.mixtures, args.transfer_from) for p in args.processes}
     tuned = {cell: tune_cell(*cell, args) for cell in sorted(cells)}
+    for (mname, pname), cell in tuned.items():
+        if pname != "vp" and (mname, "vp") in tuned:
+            add_vp_transfer(mname, pname, tuned[(mname, "vp")], cell, args)
     records = run_records(args, cfg, tuned)
     results = {"mixtures": args.mixtures, "processes": args.processes, "seeds": args.seeds,
                "transfer_from": args.transfer_from, "nfe": NFE, "peer": peer,

@@ -24,6 +24,7 @@ from trilemma.samplers import (
     sample,
     sample_dpm_solver,
     sample_from,
+    transfer_grid,
     tune_grid,
 )
 from trilemma.setup import resolve_teleport
@@ -268,3 +269,26 @@ def test_a_config_samples_with_teleport_during_training(tmp_path) -> None:  # no
     bad = {**cfg, "sample": {**cfg["sample"], "options": {"teleport": "train"}}}
     with pytest.raises(Exception, match="teleport must be 'data'"):
         trilemma.train(bad, out=tmp_path / "bad", progress=False)
+
+
+def test_transfer_grid_keeps_the_log_snrs_and_the_end_points() -> None:
+    vp, ve, sub = VP(), get_process("ve"), get_process("subvp")
+    grid = torch.tensor([0.6, 0.3, 0.1, 0.02, vp.eps], dtype=F64)  # a teleported grid
+    out = transfer_grid(grid, vp, ve)
+    torch.testing.assert_close(ve.log_snr(out[:-1]), vp.log_snr(grid[:-1]), atol=1e-6, rtol=0)
+    assert float(out[-1]) == ve.eps and float(out[0]) < ve.T
+    back = transfer_grid(out, ve, vp)
+    torch.testing.assert_close(back[:-1], grid[:-1], atol=1e-6, rtol=0)
+    full = transfer_grid(log_snr_grid(vp, 4), vp, sub)  # from T: ends pinned to T and eps
+    assert float(full[0]) == sub.T and float(full[-1]) == sub.eps
+    # the same ODE: on the exact score the transferred grid gives VP's samples, up to the
+    # different eps and float32
+    mix = get_mixture("grid25")
+    mom = GaussianMoments.from_mixture(mix)
+    a = sample("dpm2m", mix.score_fn(vp), vp, (256, 2), 4, grid=grid, teleport=mom,
+               generator=torch.Generator().manual_seed(0)).samples
+    b = sample("dpm2m", mix.score_fn(ve), ve, (256, 2), 4, grid=out, teleport=mom,
+               generator=torch.Generator().manual_seed(0)).samples
+    assert float((a - b).abs().max()) < 0.02
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        transfer_grid(torch.tensor([0.1, 0.5]), vp, ve)

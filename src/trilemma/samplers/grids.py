@@ -159,6 +159,25 @@ def tuned_grid(process: LinearProcess, n_steps: int, sampler: str | None = None,
     return grid_from_fractions(proc, TUNED_FRACTIONS[key], t_min, t_max)
 
 
+def transfer_grid(grid: Tensor, source: LinearProcess, target: LinearProcess) -> Tensor:
+    """The times of ``target`` at the log-SNRs of ``source``'s ``grid``: every scalar process has
+    the same probability-flow ODE in ``(x/alpha, sigma/alpha)``, so a grid tuned on one serves
+    the others. The end points map to ``target``'s ``T`` and ``eps`` (a grid starting below
+    ``T``, a teleport's landing, keeps its log-SNR); log-SNRs outside ``target``'s range are
+    clipped to it."""
+    src, dst = _require_scalar(source, "transfer"), _require_scalar(target, "transfer")
+    grid = torch.as_tensor(grid, dtype=_F64).flatten()
+    if grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()):
+        raise ValueError("grid must hold at least 2 strictly decreasing times")
+    lam_top, lam_low = float(dst.log_snr(dst.T)), float(dst.log_snr(dst.eps))
+    lam = src.log_snr(grid).clamp(lam_top, lam_low)
+    out = dst.t_from_log_snr(lam).to(_F64)
+    out[-1] = dst.eps
+    if float(grid[0]) >= src.T * (1 - 1e-12):
+        out[0] = dst.T
+    return _finalise(out, dst.eps, float(out[0]), "transferred")
+
+
 GRIDS: dict[str, Callable[..., Tensor]] = {
     "uniform": uniform_grid,
     "quadratic": quadratic_grid,
