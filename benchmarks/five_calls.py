@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Nelder-Mead runs from the best starts, best kept (1)")
     p.add_argument("--no-peer", action="store_true",
                    help="use the stored diffusers targets even if diffusers is installed")
+    p.add_argument("--directions", type=int, default=64,
+                   help="projection directions of the tuning objective (64)")
     p.add_argument("--rerank", type=int, metavar="DIRECTIONS",
                    help="with --report: re-score every cell's tuned grids on its tuning draws "
                         "with this many projection directions and show which one that picks")
@@ -128,7 +130,7 @@ def tune_cell(mname: str, pname: str, args: argparse.Namespace) -> dict[str, dic
         cpu = time.process_time()
         res = tune_grid(mix.score_fn(proc), proc, NFE, sname, data_shape=(mix.dim,),
                         n_samples=args.n_samples, max_evals=args.max_evals, options=opts or None,
-                        teleport=moments, restarts=args.restarts)
+                        teleport=moments, restarts=args.restarts, n_directions=args.directions)
         out[label] = {"grid": res.grid.tolist(), "fractions": list(res.fractions),
                       "error": res.error, "initial_error": res.initial_error,
                       "evaluations": res.evaluations, "cpu_s": time.process_time() - cpu}
@@ -151,7 +153,8 @@ def add_vp_transfer(mname: str, pname: str, vp_tuned: dict[str, dict], cell: dic
                             generator=torch.Generator().manual_seed(0))
     ref = reference_solve(mix.score_fn(proc), proc, u_T, 256)
     err = grid_error(mix.score_fn(proc), proc, sname, u_T, grid, ref, None,
-                     projection_directions(mix.dim, seed=0), teleport=moments, **opts)
+                     projection_directions(mix.dim, n=args.directions, seed=0), teleport=moments,
+                     **opts)
     cell[label + VP_SUFFIX] = {"grid": grid.tolist(), "error": err, "from": f"vp/{label}"}
     print(f"  {mname}/{pname}: VP's {label} grid by log-SNR: {err:.4g}", flush=True)
 

@@ -257,3 +257,10 @@ def test_restarts_keep_the_best_of_several_starts():
     assert three.evaluations > one.evaluations
     with pytest.raises(ValueError, match="restarts must be a positive integer"):
         tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", restarts=0, **kw)
+    with pytest.raises(ValueError, match="n_directions must be a positive integer"):
+        tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", n_directions=0, **kw)
+    # the directions are the objective's: more of them give another error for the same grid
+    many = tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", n_directions=512,
+                     **{**kw, "max_evals": 4})
+    few = tune_grid(mix.score_fn(proc), proc, 5, "dpm2m", **{**kw, "max_evals": 4})
+    assert many.initial_error != few.initial_error

@@ -158,6 +158,7 @@ def tune_grid(
     objective: str = "sw2",
     teleport: GaussianMoments | None = None,
     restarts: int = 1,
+    n_directions: int = 64,
     device: torch.device | str | None = None,
     dtype: torch.dtype = _F64,
 ) -> TunedGrid:
@@ -181,12 +182,15 @@ def tune_grid(
     sample it with ``sample(..., grid=result.grid, teleport=moments)``. ``restarts`` > 1 runs
     Nelder-Mead from that many of the best starts (``max_evals`` solves each) and keeps the
     best: the objective has local minima, and the grid's few parameters make restarts cheap.
+    ``n_directions``: projections of the sliced W2 (64; in high dimension a few hundred keep a
+    strong search from fitting the directions, docs/BENCHMARKS.md "Five calls").
     """
     _check_tuner_args(sampler, process, nfe, n_samples, reference_steps, max_evals, options)
     if objective not in ("sw2", "rms"):
         raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+    for name, val in (("restarts", restarts), ("n_directions", n_directions)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
     spec = SAMPLERS[sampler]
     den = spec.denoises(process.name) if denoise is None else bool(denoise)
     n_steps = spec.steps_for(nfe, den, **(options or {}))
@@ -202,8 +206,8 @@ def tune_grid(
     u_T = process.prior_sample((n_samples, *data_shape), generator=gen, device=device,
                                dtype=dtype)
     reference = reference_solve(score_fn, process, u_T, reference_steps)
-    dirs = (projection_directions(reference[0].numel(), seed=seed) if objective == "sw2"
-            else None)
+    dirs = (projection_directions(reference[0].numel(), n=n_directions, seed=seed)
+            if objective == "sw2" else None)
     segments = n_steps + int(teleport is not None)  # the teleport's stretch is one more
     starts = _starts(segments, init) + (_teleport_starts(n_steps) if teleport else [])
 
