@@ -141,6 +141,20 @@ def _check_tuner_args(sampler: str, process: LinearProcess, nfe: int, n_samples:
             raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
 
 
+def _check_search_args(objective: str, restarts: int, n_directions: int,
+                       teleport: GaussianMoments | None, data_shape: tuple[int, ...]) -> None:
+    if objective not in ("sw2", "rms"):
+        raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
+    for name, val in (("restarts", restarts), ("n_directions", n_directions)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if teleport is not None and not isinstance(teleport, GaussianMoments):
+        raise TypeError(f"teleport must be GaussianMoments, got {type(teleport).__name__}")
+    if teleport is not None and teleport.dim != math.prod(data_shape):
+        raise ValueError(f"teleport: the moments have {teleport.dim} coordinates, data_shape "
+                         f"{tuple(data_shape)} has {math.prod(data_shape)}")
+
+
 def tune_grid(
     score_fn: ScoreFn,
     process: LinearProcess,
@@ -186,22 +200,13 @@ def tune_grid(
     strong search from fitting the directions, docs/BENCHMARKS.md "Five calls").
     """
     _check_tuner_args(sampler, process, nfe, n_samples, reference_steps, max_evals, options)
-    if objective not in ("sw2", "rms"):
-        raise ValueError(f"objective must be 'sw2' or 'rms', got {objective!r}")
-    for name, val in (("restarts", restarts), ("n_directions", n_directions)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    _check_search_args(objective, restarts, n_directions, teleport, data_shape)
     spec = SAMPLERS[sampler]
     den = spec.denoises(process.name) if denoise is None else bool(denoise)
     n_steps = spec.steps_for(nfe, den, **(options or {}))
     if n_steps < max(spec.min_steps, 2):
         raise ValueError(f"nfe = {nfe} gives {n_steps} step(s) with sampler {sampler!r}: "
                          "a grid with interior points needs at least 2")
-    if teleport is not None and not isinstance(teleport, GaussianMoments):
-        raise TypeError(f"teleport must be GaussianMoments, got {type(teleport).__name__}")
-    if teleport is not None and teleport.dim != math.prod(data_shape):
-        raise ValueError(f"teleport: the moments have {teleport.dim} coordinates, data_shape "
-                         f"{tuple(data_shape)} has {math.prod(data_shape)}")
     gen = torch.Generator().manual_seed(seed)
     u_T = process.prior_sample((n_samples, *data_shape), generator=gen, device=device,
                                dtype=dtype)
