@@ -290,5 +290,10 @@ def test_transfer_grid_keeps_the_log_snrs_and_the_end_points() -> None:
     b = sample("dpm2m", mix.score_fn(ve), ve, (256, 2), 4, grid=out, teleport=mom,
                generator=torch.Generator().manual_seed(0)).samples
     assert float((a - b).abs().max()) < 0.02
+    # a landing above VE's top log-SNR is clipped to its T (VE's closed-form inverse would
+    # give a time past T there)
+    high = transfer_grid(torch.tensor([0.95, 0.3, vp.eps], dtype=F64), vp, ve)
+    assert math.isclose(float(high[0]), ve.T, rel_tol=1e-12) and float(high[0]) <= ve.T
+    assert float(high[1]) < ve.T
     with pytest.raises(ValueError, match="strictly decreasing"):
         transfer_grid(torch.tensor([0.1, 0.5]), vp, ve)

@@ -171,8 +171,7 @@ def transfer_grid(grid: Tensor, source: LinearProcess, target: LinearProcess) ->
         raise ValueError("grid must hold at least 2 strictly decreasing times")
     lam_top, lam_low = float(dst.log_snr(dst.T)), float(dst.log_snr(dst.eps))
     lam = src.log_snr(grid).clamp(lam_top, lam_low)
-    out = dst.t_from_log_snr(lam).to(_F64)
-    out[-1] = dst.eps
+    out = dst.t_from_log_snr(lam).to(_F64)  # _finalise pins the last time to eps
     if float(grid[0]) >= src.T * (1 - 1e-12):
         out[0] = dst.T
     return _finalise(out, dst.eps, float(out[0]), "transferred")

@@ -63,6 +63,11 @@ class GaussianMoments:
         object.__setattr__(self, "_eig", (evals.clamp_min(0.0), evecs))
 
     @property
+    def eigen(self) -> tuple[Tensor, Tensor]:
+        """``(lambda, U)`` with ``cov = U diag(lambda) U^T`` (eigenvalues clipped at 0)."""
+        return self._eig  # type: ignore[attr-defined]
+
+    @property
     def dim(self) -> int:
         """Number of data coordinates per sample."""
         return self.mean.numel()
@@ -118,7 +123,7 @@ def gaussian_flow(process: LinearProcess, u: Tensor, t: float, s: float,
             raise ValueError(f"teleport: {name} must lie in (0, T = {process.T}], got {val!r}")
     a_t, s_t = _coef(proc, t)
     a_s, s_s = _coef(proc, s)
-    lam, vecs = (v.to(u.device) for v in moments._eig)  # type: ignore[attr-defined]
+    lam, vecs = (v.to(u.device) for v in moments.eigen)
     scale = torch.sqrt((a_s**2 * lam + s_s**2) / (a_t**2 * lam + s_t**2))
     mean = moments.mean.to(u.device)
     y = (u.detach().to(_F64).flatten(1) - a_t * mean) @ vecs
